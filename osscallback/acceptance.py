@@ -1,0 +1,105 @@
+# -*- test-case-name: tests.test_acceptance -*-
+"""
+Accepting an OSS upload callback: every check between the request and the
+answer, in the order that keeps the cheap ones first.
+"""
+
+import base64
+import binascii
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+from osscallback.callback import parse_claims, signature_valid
+from osscallback.errors import Refusal
+from osscallback.grant import unseal
+from osscallback.keys import PublicKeyFetcher
+
+
+def _header(headers: Headers, name: bytes) -> bytes:
+    values = headers.getRawHeaders(name)
+    if not values or len(values) != 1 or not values[0]:
+        raise Refusal(
+            400,
+            "malformed_callback",
+            f"The callback needs exactly one {name.decode()} header; "
+            "only OSS should call this URL.",
+        )
+    return values[0]
+
+
+def key_url(headers: Headers) -> str:
+    """
+    The public key URL a callback names, decoded from base64.
+
+    @raise Refusal: 400 when the header is missing or not base64 of a URL.
+    """
+    try:
+        return base64.b64decode(
+            _header(headers, b"x-oss-pub-key-url"), validate=True
+        ).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise Refusal(
+            400,
+            "malformed_callback",
+            "The x-oss-pub-key-url header is not base64 of a URL.",
+        ) from None
+
+
+class CallbackAcceptor:
+    """
+    Decides whether a callback is a genuine report of a granted upload.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, clock: IReactorTime, keys: PublicKeyFetcher, secret: bytes
+    ) -> None:
+        self._clock = clock
+        self._keys = keys
+        self._secret = secret
+
+    async def accept(
+        self, token: str, uri: bytes, headers: Headers, body: bytes
+    ) -> dict[str, Any]:
+        """
+        Check a callback and describe the upload it reports.
+
+        @param token: the path segment after C{/callback/}.
+        @param uri: the raw request target.
+        @return: the answer for OSS to relay to the uploader.
+        @raise Refusal: for every check that fails.
+        """
+        grant = unseal(token, self._secret, self._clock.seconds())
+        url = key_url(headers)
+        authorization = _header(headers, b"authorization")
+        public_key = await self._keys.public_key(url)
+        if not signature_valid(public_key, uri, body, authorization):
+            raise Refusal(
+                403,
+                "bad_signature",
+                "The callback's signature does not verify; it was not sent by OSS "
+                "or was altered on the way.",
+            )
+        claims = parse_claims(headers.getRawHeaders(b"content-type", [None])[0], body)
+        mismatch = grant.admits(claims.bucket, claims.key, claims.size)
+        if mismatch is not None:
+            raise Refusal(
+                403, "not_granted", f"This callback does not match its grant: {mismatch}."
+            )
+        self.log.info(
+            "upload {key} accepted ({size} bytes)", key=claims.key, size=claims.size
+        )
+        upload = {
+            "bucket": claims.bucket,
+            "key": claims.key,
+            "size": claims.size,
+            "etag": claims.etag,
+            "mimeType": claims.mime_type,
+        }
+        if claims.width is not None and claims.height is not None:
+            upload.update(width=claims.width, height=claims.height)
+        return {"Status": "OK", "upload": upload}

@@ -1,0 +1,22 @@
+"""
+The one exception that turns into an HTTP error answer.
+"""
+
+
+class Refusal(Exception):
+    """
+    A request this server will not honour, with the answer to give.
+
+    @ivar status: the HTTP status code.
+    @ivar code: a short machine-readable error code.
+    @ivar message: one sentence a person can act on.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Refusal({self.status}, {self.code!r}, {self.message!r})"

@@ -1,0 +1,195 @@
+# -*- test-case-name: tests.test_resources -*-
+"""
+The HTTP API's leaf resources.  Each parses the request, calls the domain
+code, and serialises the answer as JSON; nothing else.
+"""
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+from typing import Any, Callable, Coroutine
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from osscallback.acceptance import CallbackAcceptor
+from osscallback.errors import Refusal
+from osscallback.grant import parse_query
+from osscallback.issuer import GrantIssuer
+
+log = Logger()
+
+_HOST = re.compile(rb"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def json_body(request: Request, status: int, payload: Any) -> bytes:
+    """
+    Set the status and JSON headers on C{request} and return its body.
+    """
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    request.setHeader(b"cache-control", b"no-store")
+    return body
+
+
+def refusal_body(request: Request, refusal: Refusal) -> bytes:
+    """
+    The JSON error answer for C{refusal}.
+    """
+    return json_body(
+        request, refusal.status, {"error": refusal.code, "message": refusal.message}
+    )
+
+
+def request_origin(request: Request) -> str:
+    """
+    The scheme and host the browser used to reach this server.
+
+    @raise Refusal: 400 for a missing or malformed Host header.
+    """
+    host = request.getHeader(b"host") or b""
+    if not _HOST.match(host):
+        raise Refusal(400, "bad_host", "The request needs a valid Host header.")
+    scheme = "https" if request.isSecure() else "http"
+    return f"{scheme}://{host.decode('ascii')}"
+
+
+def render_later(
+    request: Request, work: Coroutine[Any, Any, tuple[int, Any]]
+) -> int:
+    """
+    Answer C{request} with the JSON that C{work} eventually gives, or its
+    refusal; cancel C{work} if the client goes away first.
+    """
+    finished = False
+    answering = Deferred.fromCoroutine(work)
+
+    def gone(reason: Failure) -> None:
+        nonlocal finished
+        finished = True
+        answering.cancel()
+
+    def done(_: object) -> None:
+        nonlocal finished
+        finished = True
+
+    request.notifyFinish().addCallbacks(done, gone)
+
+    def answer(result: tuple[int, Any]) -> None:
+        if not finished:
+            request.write(json_body(request, *result))
+            request.finish()
+
+    def fail(failure: Failure) -> None:
+        if failure.check(CancelledError) and finished:
+            return
+        if failure.check(Refusal):
+            body = refusal_body(request, failure.value)
+        else:
+            log.failure("answering {uri} failed", failure, uri=request.uri)
+            body = refusal_body(
+                request,
+                Refusal(500, "internal_error", "Something went wrong here; try again."),
+            )
+        if not finished:
+            request.write(body)
+            request.finish()
+
+    answering.addCallbacks(answer, fail)
+    return NOT_DONE_YET
+
+
+class PolicyResource(Resource):
+    """
+    C{GET /policy}: an upload grant.
+
+    @ivar upload_url: where browsers POST, or L{None} for this server's own
+        C{/oss/} (local mode).
+    @ivar callback_base: the URL OSS calls back, or L{None} for this
+        server's own C{/callback}.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        issuer: GrantIssuer,
+        clock: IReactorTime,
+        upload_url: str | None,
+        callback_base: str | None,
+        nonce: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        super().__init__()
+        self._issuer = issuer
+        self._clock = clock
+        self._upload_url = upload_url
+        self._callback_base = callback_base
+        self._nonce = nonce
+
+    def render_GET(self, request: Request) -> bytes:
+        upload_url, callback_base = self._upload_url, self._callback_base
+        try:
+            query = parse_query(request.args)
+            if upload_url is None or callback_base is None:
+                origin = request_origin(request)
+                upload_url = upload_url or f"{origin}/oss/"
+                callback_base = callback_base or f"{origin}/callback"
+            grant = self._issuer.issue(
+                query,
+                datetime.fromtimestamp(self._clock.seconds(), timezone.utc),
+                self._nonce(16),
+                upload_url,
+                callback_base,
+            )
+        except Refusal as refusal:
+            return refusal_body(request, refusal)
+        return json_body(request, 200, grant)
+
+
+class CallbackResource(Resource):
+    """
+    C{POST /callback/<token>}: the OSS upload callback.
+    """
+
+    isLeaf = True
+
+    def __init__(self, acceptor: CallbackAcceptor) -> None:
+        super().__init__()
+        self._acceptor = acceptor
+
+    def render_POST(self, request: Request) -> int | bytes:
+        segments = request.postpath
+        if len(segments) != 1 or not segments[0]:
+            return refusal_body(
+                request,
+                Refusal(404, "not_found", "Callbacks go to /callback/<token>."),
+            )
+        request.content.seek(0)
+        body = request.content.read()
+        return render_later(request, self._accept(segments[0], request, body))
+
+    async def _accept(
+        self, token: bytes, request: Request, body: bytes
+    ) -> tuple[int, Any]:
+        answer = await self._acceptor.accept(
+            token.decode("ascii", "replace"), request.uri, request.requestHeaders, body
+        )
+        return 200, answer
+
+
+class HealthResource(Resource):
+    """
+    C{GET /healthz}: the process serves.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return json_body(request, 200, {"status": "ok"})

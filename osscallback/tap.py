@@ -1,0 +1,167 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The twistd glue: command-line options and the service they make.
+"""
+
+import os
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from osscallback.acceptance import CallbackAcceptor
+from osscallback.config import REPEATABLE, ConfigError, Settings, load_settings
+from osscallback.grant import GrantRules
+from osscallback.issuer import GrantIssuer
+from osscallback.keys import PublicKeyFetcher
+from osscallback.policy import V4Signer
+from osscallback.resources import CallbackResource, HealthResource, PolicyResource
+from osscallback.site import make_site, web_root
+
+log = Logger()
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd osscallback}.  Each also works as a setting of the
+    C{[osscallback]} table of the C{--config} file, with C{_} for C{-}.
+    """
+
+    synopsis = "[--port PORT] [--config FILE] [options]"
+    longdesc = (
+        "Hands browsers signed upload grants for an Alibaba Cloud OSS bucket and "
+        "verifies the upload callbacks OSS sends back.  Credentials come from "
+        "OSS_ACCESS_KEY_ID, OSS_ACCESS_KEY_SECRET and OSS_SESSION_TOKEN; without "
+        "them it runs in local mode.  Command line beats environment beats "
+        "--config file beats default."
+    )
+    optFlags = [
+        ["local", None, "Local mode: the embedded OSS serves the bucket "
+         "(automatic when no credentials are configured)."],
+    ]
+    optParameters = [
+        ["port", "p", None, "A port number or endpoint description [default: tcp:1234]."],
+        ["config", None, None, "A TOML file with an [osscallback] table."],
+        ["bucket", None, None, "The bucket uploads go to [local mode: local-bucket]."],
+        ["region", None, None, "The region id, e.g. cn-hangzhou."],
+        ["endpoint", None, None,
+         "Where browsers POST [default: https://{bucket}.oss-{region}.aliyuncs.com]."],
+        ["access-key-id", None, None, "The AccessKey id [env OSS_ACCESS_KEY_ID]."],
+        ["access-key-secret-file", None, None,
+         "A file holding the AccessKey secret [env OSS_ACCESS_KEY_SECRET]."],
+        ["callback-url", None, None,
+         "The public base URL OSS calls back [local mode: this server's /callback]."],
+        ["upload-dir", None, None, "Every object key starts with this [default: uploads/]."],
+        ["expire", None, None, "Grant lifetime in seconds [default: 300]."],
+        ["max-size", None, None, "Largest upload in bytes [default: 1073741824]."],
+        ["signature-version", None, None, "PostObject signature, 1 or 4 [default: 4]."],
+        ["data-dir", None, None, "Where local state lives [default: ./osscallback-data]."],
+        ["database", None, None,
+         "sqlite:///path or postgresql://user@host/db "
+         "[default: sqlite:///{data-dir}/uploads.sqlite3]."],
+        ["token-secret-file", None, None,
+         "A file holding the callback token secret [default: made once in --data-dir]."],
+    ]
+
+    def __init__(self, reactor: Any = None, environ: Any = None) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self._environ = os.environ if environ is None else environ
+        for name in REPEATABLE:
+            self[name] = None
+
+    def opt_allow_type(self, pattern: str) -> None:
+        """
+        A content type uploads may have, like image/* or application/pdf
+        (repeatable) [default: any].
+        """
+        self["allow_type"] = (self["allow_type"] or []) + [pattern]
+
+    def opt_trust_key_url(self, prefix: str) -> None:
+        """
+        A trusted prefix of callback public-key URLs (repeatable; replaces
+        the defaults) [default: https://gosspublic.alicdn.com/ and
+        http://gosspublic.alicdn.com/].
+        """
+        self["trust_key_url"] = (self["trust_key_url"] or []) + [prefix]
+
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse, and turn a usage error into one line on standard error and
+        exit status 1, instead of twistd's whole help text.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd osscallback: {e}") from None
+
+    def postOptions(self) -> None:
+        given = {name.replace("-", "_"): value for name, value in self.items()}
+        given["local"] = True if self["local"] else None
+        try:
+            self.settings = load_settings(given, self._environ)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        try:
+            self.endpoint = serverFromString(reactor, self.settings.port)
+        except (ValueError, TypeError) as e:
+            raise usage.UsageError(f"--port {self.settings.port!r}: {e}") from None
+
+
+def build_site(settings: Settings, reactor: Any, http: Any) -> Any:
+    """
+    The web site for C{settings}, with C{http} as the client that fetches
+    public keys.
+    """
+    credentials = settings.credentials
+    signer = (
+        V4Signer(credentials, settings.region)
+        if settings.signature_version == 4
+        else None
+    )
+    rules = GrantRules(
+        bucket=settings.bucket,
+        upload_dir=settings.upload_dir,
+        expire=settings.expire,
+        max_size=settings.max_size,
+        allow_types=settings.allow_types,
+        by_prefix=signer is None,
+    )
+    issuer = GrantIssuer(rules, credentials, signer, settings.token_secret)
+    keys = PublicKeyFetcher(reactor, http, settings.trust_key_urls)
+    acceptor = CallbackAcceptor(reactor, keys, settings.token_secret)
+    api = {
+        b"policy": PolicyResource(
+            issuer, reactor, settings.endpoint, settings.callback_url
+        ),
+        b"callback": CallbackResource(acceptor),
+        b"healthz": HealthResource(),
+    }
+    return make_site(api, web_root())
+
+
+def makeService(options: Options) -> IService:
+    """
+    The service twistd runs: the site on the configured endpoint.
+    """
+    from twisted.internet import reactor
+    from treq.client import HTTPClient
+
+    settings = options.settings
+    if settings.local:
+        log.warn(
+            "LOCAL MODE: no OSS credentials configured, so grants are signed with "
+            "throwaway credentials for bucket {bucket}; the embedded OSS is not "
+            "part of this version yet, so uploads have nowhere to go.",
+            bucket=settings.bucket,
+        )
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
+    site = build_site(settings, reactor, http)
+    return StreamServerEndpointService(options.endpoint, site)
