@@ -61,6 +61,17 @@ def string_to_sign(uri: bytes, body: bytes) -> bytes:
     return signed + b"\n" + body
 
 
+def sign_callback(private_key: rsa.RSAPrivateKey, uri: bytes, body: bytes) -> bytes:
+    """
+    The C{Authorization} value OSS would send for this callback, signed
+    with C{private_key} as OSS signs (PKCS#1 v1.5 with MD5).
+    """
+    signature = private_key.sign(
+        string_to_sign(uri, body), padding.PKCS1v15(), hashes.MD5()
+    )
+    return base64.b64encode(signature)
+
+
 def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
     """
     Parse a PEM public key, which must be RSA.

@@ -4,11 +4,14 @@ The web site: the browser client at C{/}, the API beside it, and requests
 whose bodies are read with a cap.
 """
 
+import re
 from io import BytesIO
+from typing import Any
 
 from twisted.python.filepath import FilePath
 from twisted.web import pages
 from twisted.web.resource import Resource
+from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
@@ -95,6 +98,26 @@ class BoundedRequest(Request):
         self.finish()
 
 
+class _RedactedURI:
+    """
+    A request as the access log sees it: callback tokens hidden.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.uri = re.sub(rb"^/callback/[^?]*", b"/callback/<token>", request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def access_log_line(timestamp: str, request: Request) -> str:
+    """
+    The combined log format line for C{request}, without callback tokens.
+    """
+    return combinedLogFormatter(timestamp, _RedactedURI(request))
+
+
 def make_site(api: dict[bytes, Resource], client: FilePath[str]) -> Site:
     """
     The site: the browser client in C{client} at C{/} and the API resources
@@ -103,6 +126,6 @@ def make_site(api: dict[bytes, Resource], client: FilePath[str]) -> Site:
     root = WebClient(client.path)
     for name, resource in api.items():
         root.putChild(name, resource)
-    site = Site(root, requestFactory=BoundedRequest)
+    site = Site(root, requestFactory=BoundedRequest, logFormatter=access_log_line)
     site.displayTracebacks = False
     return site

@@ -109,10 +109,16 @@ class Options(usage.Options):
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
+        port = self.settings.port
         try:
-            self.endpoint = serverFromString(reactor, self.settings.port)
+            self.endpoint = serverFromString(reactor, port)
+        except (IndexError, KeyError):
+            raise usage.UsageError(
+                f"--port {port!r}: systemd passed no such socket; start the "
+                "server from its .socket unit."
+            ) from None
         except (ValueError, TypeError) as e:
-            raise usage.UsageError(f"--port {self.settings.port!r}: {e}") from None
+            raise usage.UsageError(f"--port {port!r}: {e}") from None
 
 
 def build_site(settings: Settings, reactor: Any, http: Any) -> Any:
