@@ -51,7 +51,10 @@ def run(args: list[str]) -> int:
 def test(args: list[str]) -> int:
     bin = venv(VENV)
     install(bin, ".[test]")
-    command = [str(bin / "python"), "-m", "twisted.trial", *(args or ["tests"])]
+    command = [str(bin / "python"), "-W", "error::DeprecationWarning",
+               # Twisted's own static.py still builds deprecated error pages on import.
+               "-W", "ignore::DeprecationWarning:twisted.web.static",
+               "-m", "twisted.trial", *(args or ["tests"])]
     return subprocess.call(command, cwd=HERE)
 
 

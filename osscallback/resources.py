@@ -14,6 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -106,7 +107,34 @@ def render_later(
     return NOT_DONE_YET
 
 
-class PolicyResource(Resource):
+class APIResource(Resource):
+    """
+    A leaf of the API, answering a method it does not take with JSON.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes | int:
+        try:
+            return super().render(request)
+        except UnsupportedMethod as e:
+            methods = e.allowedMethods
+            # Twisted offers HEAD everywhere, but it only works beside GET.
+            allowed = b", ".join(
+                m for m in methods if m != b"HEAD" or b"GET" in methods
+            )
+            request.setHeader(b"allow", allowed)
+            return refusal_body(
+                request,
+                Refusal(
+                    405,
+                    "method_not_allowed",
+                    f"Use {allowed.decode('ascii')} here.",
+                ),
+            )
+
+
+class PolicyResource(APIResource):
     """
     C{GET /policy}: an upload grant.
 
@@ -115,8 +143,6 @@ class PolicyResource(Resource):
     @ivar callback_base: the URL OSS calls back, or L{None} for this
         server's own C{/callback}.
     """
-
-    isLeaf = True
 
     def __init__(
         self,
@@ -153,12 +179,10 @@ class PolicyResource(Resource):
         return json_body(request, 200, grant)
 
 
-class CallbackResource(Resource):
+class CallbackResource(APIResource):
     """
     C{POST /callback/<token>}: the OSS upload callback.
     """
-
-    isLeaf = True
 
     def __init__(self, acceptor: CallbackAcceptor) -> None:
         super().__init__()
@@ -184,12 +208,10 @@ class CallbackResource(Resource):
         return 200, answer
 
 
-class HealthResource(Resource):
+class HealthResource(APIResource):
     """
     C{GET /healthz}: the process serves.
     """
-
-    isLeaf = True
 
     def render_GET(self, request: Request) -> bytes:
         return json_body(request, 200, {"status": "ok"})

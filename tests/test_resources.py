@@ -231,9 +231,11 @@ class APITests(SynchronousTestCase):
 
     def test_onlyPost(self) -> None:
         """
-        GET on the callback is 405; the health check answers ok.
+        GET on the callback is 405 in JSON, naming the method to use; the
+        health check answers ok.
         """
-        response = self.successResultOf(self.client.get("http://x/callback/abc"))
-        self.assertEqual(response.code, 405)
+        code, answer, headers = self.answer(self.client.get("http://x/callback/abc"))
+        self.assertEqual((code, answer["error"]), (405, "method_not_allowed"))
+        self.assertEqual(headers.getRawHeaders(b"allow"), [b"POST"])
         code, answer, _ = self.answer(self.client.get("http://x/healthz"))
         self.assertEqual((code, answer), (200, {"status": "ok"}))
