@@ -44,7 +44,8 @@ def install(bin: Path, target: str) -> None:
 def run(args: list[str]) -> int:
     bin = venv(VENV)
     install(bin, ".")
-    command = [str(bin / "twistd"), "-n", "--pidfile=", "osscallback", "--port", "1234"]
+    command = [str(bin / "twistd"), "-n", "--pidfile=", "osscallback",
+               "--port", "tcp:1234:interface=127.0.0.1"]
     return subprocess.call(command + args, cwd=HERE)
 
 
