@@ -7,8 +7,6 @@ callback body.
 import base64
 import json
 
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives import serialization
 from twisted.trial.unittest import SynchronousTestCase
 
 from osscallback import verify_callback
@@ -19,7 +17,7 @@ from osscallback.callback import (
     string_to_sign,
 )
 from osscallback.errors import Refusal
-from tests.fixtures import callback_private_key, callback_public_pem
+from tests.fixtures import callback_private_key, callback_public_pem, ec_public_pem
 
 # OSS's callback public key (https://gosspublic.alicdn.com/callback_pub_key_v1.pem).
 OSS_KEY = b"""-----BEGIN PUBLIC KEY-----
@@ -121,14 +119,7 @@ class VerifyCallbackTests(SynchronousTestCase):
         Malformed keys, signatures and inputs give False, never an exception.
         """
         uri, body, authorization = CB2
-        ec_key = (
-            ec.generate_private_key(ec.SECP256R1())
-            .public_key()
-            .public_bytes(
-                serialization.Encoding.PEM,
-                serialization.PublicFormat.SubjectPublicKeyInfo,
-            )
-        )
+        ec_key = ec_public_pem()
         for key, auth in [
             (b"", authorization),
             (b"-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----\n", authorization),

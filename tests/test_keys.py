@@ -5,8 +5,6 @@ results are cached.
 
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -16,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from osscallback.errors import Refusal
 from osscallback.keys import PublicKeyFetcher, fetch_url
-from tests.fixtures import callback_public_pem
+from tests.fixtures import callback_public_pem, ec_public_pem
 
 TRUSTED = ("https://keys.test/", "http://gosspublic.alicdn.com/")
 
@@ -135,14 +133,7 @@ class FetcherTests(SynchronousTestCase):
         A non-200, a redirect, a body over the size cap, a body that is not
         PEM, and a key that is not RSA each give 503.
         """
-        ec_pem = (
-            ec.generate_private_key(ec.SECP256R1())
-            .public_key()
-            .public_bytes(
-                serialization.Encoding.PEM,
-                serialization.PublicFormat.SubjectPublicKeyInfo,
-            )
-        )
+        ec_pem = ec_public_pem()
         for answer in [
             (500, {}, b"oops"),
             (302, {b"location": b"https://keys.test/other.pem"}, b""),
