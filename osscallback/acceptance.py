@@ -15,7 +15,7 @@ from twisted.web.http_headers import Headers
 from osscallback.callback import parse_claims, signature_valid
 from osscallback.errors import Refusal
 from osscallback.grant import unseal
-from osscallback.keys import PublicKeyFetcher
+from osscallback.keys import PublicKeySource
 
 
 def _header(headers: Headers, name: bytes) -> bytes:
@@ -56,7 +56,7 @@ class CallbackAcceptor:
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, keys: PublicKeyFetcher, secret: bytes
+        self, clock: IReactorTime, keys: PublicKeySource, secret: bytes
     ) -> None:
         self._clock = clock
         self._keys = keys

@@ -56,6 +56,7 @@ class Settings:
     allow_types: tuple[str, ...]
     signature_version: int
     trust_key_urls: tuple[str, ...]
+    cors_origins: tuple[str, ...]
     data_dir: str
     database: str
     token_secret: bytes = field(repr=False)
@@ -179,6 +180,16 @@ def trusted_prefix(value: Any) -> str:
     return text
 
 
+def cors_origin(value: Any) -> str:
+    text = _text(value)
+    if text == "*":
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        raise ValueError("must be * or an origin such as https://app.example.com")
+    return text
+
+
 def database(value: Any) -> str:
     text = _text(value)
     if not (
@@ -210,12 +221,13 @@ _SETTINGS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "allow_type": (content_type_pattern, ()),
     "signature_version": (signature_version, 4),
     "trust_key_url": (trusted_prefix, DEFAULT_TRUSTED_KEY_URLS),
+    "cors_origin": (cors_origin, None),
     "data_dir": (_text, "./osscallback-data"),
     "database": (database, None),
     "token_secret_file": (_text, None),
     "local": (_flag, False),
 }
-REPEATABLE = ("allow_type", "trust_key_url")
+REPEATABLE = ("allow_type", "trust_key_url", "cors_origin")
 
 
 def _option(name: str) -> str:
@@ -382,6 +394,7 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
         allow_types=values["allow_type"],
         signature_version=values["signature_version"],
         trust_key_urls=values["trust_key_url"],
+        cors_origins=values["cors_origin"] or (("*",) if local else ()),
         data_dir=data_dir,
         database=values["database"]
         or "sqlite:///" + os.path.join(os.path.abspath(data_dir), "uploads.sqlite3"),

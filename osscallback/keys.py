@@ -32,6 +32,19 @@ class HTTPGetter(Protocol):
     def get(self, url: str, **kwargs: Any) -> "Deferred[Any]": ...
 
 
+class PublicKeySource(Protocol):
+    """
+    Where callbacks' public keys come from.
+    """
+
+    async def public_key(self, url: str) -> rsa.RSAPublicKey:
+        """
+        The RSA public key named by C{url}.
+
+        @raise Refusal: when it is not trusted or cannot be had.
+        """
+
+
 class _Unavailable:
     """
     The cache's mark for a key that could not be fetched.

@@ -18,8 +18,10 @@ from twisted.web.static import File
 from osscallback.errors import Refusal
 from osscallback.resources import refusal_body
 
-# OSS callback bodies are small, and no other endpoint takes a body yet.
+# OSS callback bodies are small, and no other API endpoint takes a body.
 MAX_BODY = 1024 * 1024
+# Uploads to the embedded OSS: its largest object plus room for the form.
+MAX_UPLOAD_BODY = 5 * 1024**3 + 16 * 1024**2
 
 
 def web_root() -> FilePath[str]:
@@ -59,26 +61,45 @@ class WebClient(File):
         return super().render_GET(request)
 
 
+class UploadSite(Site):
+    """
+    The site, knowing which paths take large bodies.
+
+    @ivar large_bodies: path prefixes allowed L{MAX_UPLOAD_BODY} bytes of
+        body instead of L{MAX_BODY}.
+    """
+
+    large_bodies: tuple[bytes, ...] = ()
+
+    def body_limit(self, path: bytes) -> int:
+        return MAX_UPLOAD_BODY if path.startswith(self.large_bodies) else MAX_BODY
+
+
 class BoundedRequest(Request):
     """
-    A request whose body is kept only up to L{MAX_BODY} bytes.  A larger
-    body is read and dropped, and the request is answered 413 without
-    reaching any resource.
+    A request whose body is kept only up to its site's limit for its path.
+    A larger body is read and dropped, and the request is answered 413
+    without reaching any resource.  (Bodies over 100 kB are spooled to a
+    temporary file by Twisted, never held in memory.)
     """
 
     body_too_large = False
     _received = 0
+    _limit = MAX_BODY
 
     def gotLength(self, length: int | None) -> None:
-        self.body_too_large = length is not None and length > MAX_BODY
-        super().gotLength(None if self.body_too_large else length)
+        # The request line is parsed but not yet handed to the request; the
+        # channel holds its path.
+        self._limit = self.channel.site.body_limit(self.channel._path)
+        self.body_too_large = length is not None and length > self._limit
+        super().gotLength(length if not self.body_too_large else 0)
 
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)
-        if self._received > MAX_BODY:
+        if self._received > self._limit:
             self.body_too_large = True
-            return
-        super().handleContentChunk(data)
+        if not self.body_too_large:
+            super().handleContentChunk(data)
 
     def process(self) -> None:
         if not self.body_too_large:
@@ -91,7 +112,7 @@ class BoundedRequest(Request):
                 Refusal(
                     413,
                     "body_too_large",
-                    f"The request body is larger than {MAX_BODY} bytes.",
+                    f"The request body is larger than {self._limit} bytes.",
                 ),
             )
         )
@@ -118,14 +139,21 @@ def access_log_line(timestamp: str, request: Request) -> str:
     return combinedLogFormatter(timestamp, _RedactedURI(request))
 
 
-def make_site(api: dict[bytes, Resource], client: FilePath[str]) -> Site:
+def make_site(
+    api: dict[bytes, Resource],
+    client: FilePath[str],
+    large_bodies: tuple[bytes, ...] = (),
+) -> UploadSite:
     """
     The site: the browser client in C{client} at C{/} and the API resources
     in C{api} beside it.
+
+    @param large_bodies: path prefixes that take uploads.
     """
     root = WebClient(client.path)
     for name, resource in api.items():
         root.putChild(name, resource)
-    site = Site(root, requestFactory=BoundedRequest, logFormatter=access_log_line)
+    site = UploadSite(root, requestFactory=BoundedRequest, logFormatter=access_log_line)
+    site.large_bodies = large_bodies
     site.displayTracebacks = False
     return site

@@ -12,12 +12,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
 
 from osscallback.acceptance import CallbackAcceptor
 from osscallback.config import REPEATABLE, ConfigError, Settings, load_settings
 from osscallback.grant import GrantRules
 from osscallback.issuer import GrantIssuer
-from osscallback.keys import PublicKeyFetcher
+from osscallback.emulator.bucket import TrustingOwnKey, emulated_bucket
+from osscallback.keys import PublicKeyFetcher, PublicKeySource
 from osscallback.policy import V4Signer
 from osscallback.resources import CallbackResource, HealthResource, PolicyResource
 from osscallback.site import make_site, web_root
@@ -81,6 +83,13 @@ class Options(usage.Options):
         """
         self["allow_type"] = (self["allow_type"] or []) + [pattern]
 
+    def opt_cors_origin(self, origin: str) -> None:
+        """
+        An origin whose pages may use the bucket from a browser, or *
+        (repeatable) [local mode: *].
+        """
+        self["cors_origin"] = (self["cors_origin"] or []) + [origin]
+
     def opt_trust_key_url(self, prefix: str) -> None:
         """
         A trusted prefix of callback public-key URLs (repeatable; replaces
@@ -141,16 +150,28 @@ def build_site(settings: Settings, reactor: Any, http: Any) -> Any:
         by_prefix=signer is None,
     )
     issuer = GrantIssuer(rules, credentials, signer, settings.token_secret)
-    keys = PublicKeyFetcher(reactor, http, settings.trust_key_urls)
-    acceptor = CallbackAcceptor(reactor, keys, settings.token_secret)
-    api = {
+    keys: PublicKeySource = PublicKeyFetcher(reactor, http, settings.trust_key_urls)
+    api: dict[bytes, Resource] = {
         b"policy": PolicyResource(
             issuer, reactor, settings.endpoint, settings.callback_url
         ),
-        b"callback": CallbackResource(acceptor),
         b"healthz": HealthResource(),
     }
-    return make_site(api, web_root())
+    if settings.local:
+        api[b"oss"], own_key = emulated_bucket(
+            reactor,
+            http,
+            settings.data_dir,
+            settings.bucket,
+            settings.region,
+            credentials,
+            settings.cors_origins,
+        )
+        keys = TrustingOwnKey(own_key, keys)
+    api[b"callback"] = CallbackResource(
+        CallbackAcceptor(reactor, keys, settings.token_secret)
+    )
+    return make_site(api, web_root(), large_bodies=(b"/oss/",))
 
 
 def makeService(options: Options) -> IService:
@@ -163,10 +184,12 @@ def makeService(options: Options) -> IService:
     settings = options.settings
     if settings.local:
         log.warn(
-            "LOCAL MODE: no OSS credentials configured, so grants are signed with "
-            "throwaway credentials for bucket {bucket}; the embedded OSS is not "
-            "part of this version yet, so uploads have nowhere to go.",
+            "LOCAL MODE: no OSS credentials configured, so the embedded OSS serves "
+            "bucket {bucket} at /oss/ from {data_dir}, with throwaway credentials. "
+            "Nothing reaches Alibaba Cloud; set OSS_ACCESS_KEY_ID and "
+            "OSS_ACCESS_KEY_SECRET to use a real bucket.",
             bucket=settings.bucket,
+            data_dir=os.path.abspath(settings.data_dir),
         )
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
     site = build_site(settings, reactor, http)

@@ -29,6 +29,7 @@ SETTINGS = Settings(
     allow_types=(),
     signature_version=4,
     trust_key_urls=("https://keys.test/",),
+    cors_origins=("*",),
     data_dir="data",
     database="sqlite:///data/uploads.sqlite3",
     token_secret=b"t" * 64,
@@ -68,3 +69,60 @@ def oss_callback(
         b"x-oss-bucket": [claims.get("bucket", "").encode()],
     }
     return body, headers
+
+
+def form_body(
+    fields: list[tuple[str, str]],
+    file: tuple[str, str, bytes] | None,
+    after: tuple[tuple[str, str], ...] = (),
+) -> tuple[bytes, bytes]:
+    """
+    A multipart/form-data body as a browser sends it: C{fields} in order,
+    then the file part (name, content type, bytes), then C{after}.
+
+    @return: the Content-Type header value and the body.
+    """
+    boundary = b"----osscallbackTestBoundary7MA4YWxkTrZu0gW"
+    parts = []
+
+    def field(name: str, value: str) -> bytes:
+        return (
+            b"--" + boundary + b"\r\n"
+            + f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode() + b"\r\n"
+        )
+
+    parts.extend(field(name, value) for name, value in fields)
+    if file is not None:
+        filename, content_type, data = file
+        parts.append(
+            b"--" + boundary + b"\r\n"
+            + f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'.encode()
+            + f"Content-Type: {content_type}\r\n\r\n".encode()
+            + data + b"\r\n"
+        )
+    parts.extend(field(name, value) for name, value in after)
+    body = b"".join(parts) + b"--" + boundary + b"--\r\n"
+    return b"multipart/form-data; boundary=" + boundary, body
+
+
+def png(width: int, height: int) -> bytes:
+    """
+    The bytes of a small valid PNG image of the given size.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
