@@ -12,6 +12,7 @@ checkout into it first.
 """
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,6 +53,10 @@ def run(args: list[str]) -> int:
 def test(args: list[str]) -> int:
     bin = venv(VENV)
     install(bin, ".[test]")
+    sdk = HERE / "tests" / "js"
+    if shutil.which("npm") and not (sdk / "node_modules" / "ali-oss").is_dir():
+        # Alibaba's JavaScript SDK, for the cross-check of the embedded OSS.
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], check=True, cwd=sdk)
     command = [str(bin / "python"), "-W", "error::DeprecationWarning",
                # Twisted's own static.py still builds deprecated error pages on import.
                "-W", "ignore::DeprecationWarning:twisted.web.static",

@@ -27,9 +27,9 @@ from osscallback.tap import build_site
 from tests.helpers import form_body, png, settings
 
 
-class LocalModeTests(TestCase):
+class LocalServerCase(TestCase):
     """
-    The whole upload loop on one machine.
+    A base for tests against the server in local mode on a loopback port.
     """
 
     async def start(self, **changes: Any) -> str:
@@ -72,6 +72,13 @@ class LocalModeTests(TestCase):
         for element in ("Message", "RequestId", "HostId", "EC"):
             self.assertIn(f"<{element}>", text)
         return text
+
+
+
+class LocalModeTests(LocalServerCase):
+    """
+    The whole upload loop on one machine.
+    """
 
     async def test_imageUploadLoop(self) -> None:
         """

@@ -161,6 +161,8 @@ class FormParser:
         self._filename: str | None = None
         self._content_type = ""
         self._spool: FileSpool | None = None
+        self._value: list[bytes] = []
+        self._value_size = 0
         self._names = 0
         self.form = PostForm()
 
@@ -266,31 +268,38 @@ class FormParser:
             )
 
     def _body(self) -> bool:
+        # Everything but a possible start of the delimiter leaves the
+        # buffer at once, so it stays small whatever the part's size.
         at = self._buffer.find(self._delimiter)
         end = at if at >= 0 else max(0, len(self._buffer) - len(self._delimiter) + 1)
+        if end:
+            self._take(self._buffer[:end])
+            self._buffer = self._buffer[end:]
+        if at < 0:
+            return False
+        self._end_part()
+        self._buffer = self._buffer[len(self._delimiter) :]
+        self._state = "after-delimiter"
+        return True
+
+    def _take(self, data: bytes) -> None:
         if self._spool is not None:
-            if end:
-                self._spool.write(self._buffer[:end])
-                self._buffer = self._buffer[end:]
-            if at < 0:
-                return False
+            self._spool.write(data)
+            return
+        self._value_size += len(data)
+        if self._value_size > MAX_FIELD_VALUE:
+            raise too_long()
+        if self.form.file is None:
+            self._value.append(data)
+
+    def _end_part(self) -> None:
+        if self._spool is not None:
             self.form.file = self._spool.close(
                 os.path.basename((self._filename or "").replace("\\", "/")),
                 self._content_type,
             )
             self._spool = None
-        else:
-            if at > MAX_FIELD_VALUE or (
-                at < 0 and len(self._buffer) > MAX_FIELD_VALUE + len(self._delimiter)
-            ):
-                raise too_long()
-            if at < 0:
-                return False
-            if self.form.file is None:
-                self.form.fields.append(
-                    (self._name, self._buffer[:at].decode("utf-8", "replace"))
-                )
-            self._buffer = self._buffer[at:]
-        self._buffer = self._buffer[len(self._delimiter) :]
-        self._state = "after-delimiter"
-        return True
+        elif self.form.file is None:
+            self.form.fields.append((self._name, b"".join(self._value).decode("utf-8", "replace")))
+        self._value = []
+        self._value_size = 0
