@@ -12,6 +12,7 @@ checkout into it first.
 """
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -78,11 +79,36 @@ def get(url: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def upload(grant: dict, data: bytes) -> tuple[int, bytes]:
+    """
+    POST C{data} with a grant's form fields, the file last, as a browser does.
+    """
+    boundary = "smoke" + os.urandom(8).hex()
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in grant["fields"].items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        grant["url"], data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def smoke(args: list[str]) -> int:
     """
     Build the wheel, install it into a fresh venv, and check from a folder
-    outside the checkout that twistd finds the plugin and serves the client
-    and the API.
+    outside the checkout that twistd finds the plugin, serves the client and
+    the API, and takes an upload in local mode end to end.
     """
     with tempfile.TemporaryDirectory() as scratch:
         where = Path(scratch)
@@ -126,15 +152,17 @@ def smoke(args: list[str]) -> int:
             assert status == 200 and b"app.js" in body, (status, body[:200])
             status, body = get(origin + "/app.js")
             assert status == 200 and b"policy" in body, status
-            status, body = get(origin + "/policy?name=a.png&size=10")
+            status, body = get(origin + "/policy?name=a.png&size=25")
             grant = json.loads(body)
             assert status == 200 and grant["key"].endswith(".png"), body
             status, body = get(origin + "/policy?size=abc")
             assert status == 400 and json.loads(body)["error"] == "bad_size", body
+            status, body = upload(grant, b"hello from the smoke test")
+            assert status == 200 and json.loads(body)["Status"] == "OK", (status, body)
         finally:
             server.terminate()
             server.wait(10)
-        print("smoke test passed: the installed wheel serves / and the API")
+        print("smoke test passed: the installed wheel serves /, the API and a local upload")
     return 0
 
 
