@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from osscallback.credentials import Credentials
 from osscallback.emulator.notify import CallbackSender
+from osscallback.emulator.postobject import PostObject
 from osscallback.emulator.postpolicy import BucketAccess
 from osscallback.emulator.resource import KEY_PATH, EmulatedBucket
 from osscallback.emulator.store import ObjectStore
@@ -84,12 +85,13 @@ def emulated_bucket(
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    resource = EmulatedBucket(
+    store = ObjectStore(os.path.join(root, bucket))
+    post_object = PostObject(
         reactor,
         BucketAccess(bucket, region, credentials),
-        ObjectStore(os.path.join(root, bucket)),
+        store,
         CallbackSender(reactor, http, key),
-        public_pem,
-        cors_origins,
+        KEY_PATH,
     )
+    resource = EmulatedBucket(reactor, store, post_object, public_pem, cors_origins)
     return resource, key.public_key()

@@ -1,16 +1,13 @@
 # -*- test-case-name: tests.test_emulator -*-
 """
-The emulated bucket's HTTP face at C{/oss/}: PostObject, object reads, the
-callback public key and CORS, answering as OSS does.
+The emulated bucket's HTTP face at C{/oss/}: PostObject requests parsed and
+handed to L{PostObject}, object reads, the callback public key and CORS,
+answering as OSS does.
 """
 
-import base64
-import os
 import secrets
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_to_bytes
-from xml.sax.saxutils import escape
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -22,10 +19,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from osscallback.emulator.errors import OSSError, error_xml
-from osscallback.emulator.imageinfo import image_info
 from osscallback.emulator.multipart import FileSpool, FormParser, PostForm, boundary_of
-from osscallback.emulator.notify import CallbackSender, parse_callback, render_body
-from osscallback.emulator.postpolicy import BucketAccess, check_post
+from osscallback.emulator.postobject import Answer, Origin, PostObject
 from osscallback.emulator.store import ObjectStore, StoredObject
 
 KEY_PATH = "callback_pub_key.pem"
@@ -50,25 +45,6 @@ def _request_id() -> str:
     return secrets.token_hex(12).upper()
 
 
-def object_key(form: PostForm) -> str:
-    """
-    The object key: the C{key} field with C{${filename}} expanded.
-
-    @raise OSSError: when there is no file or the key is not a valid name.
-    """
-    if form.file is None:
-        raise OSSError(
-            400,
-            "IncorrectNumberOfFilesInPOSTRequest",
-            "POST requires exactly one file upload per request.",
-        )
-    key = (form.get("key") or "").replace("${filename}", form.file.filename)
-    size = len(key.encode("utf-8"))
-    if not 1 <= size <= 1023 or key[0] in "/\\":
-        raise OSSError(400, "InvalidObjectName", "The specified object is not valid.")
-    return key
-
-
 class EmulatedBucket(Resource):
     """
     One bucket, served at C{/oss/}.
@@ -83,17 +59,15 @@ class EmulatedBucket(Resource):
     def __init__(
         self,
         reactor: Any,
-        access: BucketAccess,
         store: ObjectStore,
-        sender: CallbackSender,
+        post_object: PostObject,
         public_key_pem: bytes,
         cors_origins: tuple[str, ...],
     ) -> None:
         super().__init__()
         self._reactor = reactor
-        self._access = access
         self._store = store
-        self._sender = sender
+        self._post_object = post_object
         self._public_key_pem = public_key_pem
         self._cors_origins = cors_origins
 
@@ -215,7 +189,11 @@ class EmulatedBucket(Resource):
         if self._key(request):
             return self._error(
                 request,
-                OSSError(405, "MethodNotAllowed", "The specified method is not allowed against this resource."),
+                OSSError(
+                    405,
+                    "MethodNotAllowed",
+                    "The specified method is not allowed against this resource.",
+                ),
                 request_id,
             )
         finished = False
@@ -225,40 +203,34 @@ class EmulatedBucket(Resource):
             finished = True
 
         request.notifyFinish().addBoth(gone)
-        work = Deferred.fromCoroutine(self._post_object(request, request_id))
+        work = Deferred.fromCoroutine(self._post(request, request_id))
 
-        def answer(result: tuple[int, dict[bytes, bytes], bytes]) -> None:
-            status, headers, body = result
+        def answer(result: Answer) -> None:
             if finished:
                 return
-            request.setResponseCode(status)
-            for name, value in headers.items():
+            request.setResponseCode(result.status)
+            for name, value in result.headers.items():
                 request.setHeader(name, value)
-            request.setHeader(b"content-length", b"%d" % len(body))
+            request.setHeader(b"content-length", b"%d" % len(result.body))
             request.setHeader(b"x-oss-request-id", request_id.encode())
-            request.write(body)
+            request.write(result.body)
             request.finish()
 
         def fail(failure: Failure) -> None:
-            if failure.check(OSSError):
-                body = self._error(request, failure.value, request_id)
-            else:
+            error = failure.value
+            if not failure.check(OSSError):
                 self.log.failure("PostObject failed", failure)
-                body = self._error(
-                    request,
-                    OSSError(500, "InternalError", "We encountered an internal error. Please try again."),
-                    request_id,
+                error = OSSError(
+                    500, "InternalError", "We encountered an internal error. Please try again."
                 )
             if not finished:
-                request.write(body)
+                request.write(self._error(request, error, request_id))
                 request.finish()
 
         work.addCallbacks(answer, fail)
         return NOT_DONE_YET
 
-    async def _post_object(
-        self, request: Request, request_id: str
-    ) -> tuple[int, dict[bytes, bytes], bytes]:
+    async def _post(self, request: Request, request_id: str) -> Answer:
         boundary = boundary_of(request.getHeader(b"content-type"))
         form = await deferToThreadPool(
             self._reactor,
@@ -268,118 +240,11 @@ class EmulatedBucket(Resource):
             boundary,
             self._store.spool,
         )
-        try:
-            meta, spec, custom = self._accept(form)
-        except BaseException:
-            if form.file is not None:
-                os.unlink(form.file.path)
-            raise
-        assert form.file is not None
-        self._store.put(form.file.path, meta)
-        self.log.info("stored {key} ({size} bytes)", key=meta.key, size=meta.size)
-        headers = {
-            b"etag": meta.etag.encode(),
-            b"x-oss-hash-crc64ecma": meta.crc64.encode(),
-            b"content-md5": meta.content_md5.encode(),
-        }
-        if spec is not None:
-            return await self._callback(request, request_id, form, meta, spec, custom, headers)
-        status = form.get("success_action_status")
-        if status == "200":
-            return 200, headers, b""
-        if status == "201":
-            host = (request.getHeader(b"host") or b"").decode("latin-1")
-            location = f"http://{host}/oss/{meta.key}"
-            body = (
-                '<?xml version="1.0" encoding="UTF-8"?>\n<PostResponse>\n'
-                f"  <Bucket>{escape(self._access.bucket)}</Bucket>\n"
-                f"  <Location>{escape(location)}</Location>\n"
-                f"  <Key>{escape(meta.key)}</Key>\n"
-                f"  <ETag>{escape(meta.etag)}</ETag>\n</PostResponse>\n"
-            ).encode("utf-8")
-            return 201, {**headers, b"content-type": b"application/xml"}, body
-        return 204, headers, b""
-
-    def _accept(self, form: PostForm) -> tuple[StoredObject, Any, dict[str, str]]:
-        check_post(
-            form, self._access, datetime.fromtimestamp(self._reactor.seconds(), timezone.utc)
-        )
-        key = object_key(form)
-        assert form.file is not None
-        custom = {name: value for name, value in form.fields if name.lower().startswith("x:")}
-        spec = None
-        if form.get("callback"):
-            spec = parse_callback(form.get("callback") or "", custom)
-        if (form.get("x-oss-forbid-overwrite") or "").lower() == "true" and self._store.head(key):
-            raise OSSError(409, "FileAlreadyExists", "The object you specified already exists and can not be overwritten.")
-        content_type = (
-            form.get("x-oss-content-type")
-            or form.get("Content-Type")
-            or form.file.content_type
-            or "application/octet-stream"
-        )
-        meta = StoredObject(
-            key=key,
-            size=form.file.size,
-            etag='"' + form.file.md5.hex().upper() + '"',
-            content_type=content_type,
-            crc64=str(form.file.crc64),
-            content_md5=base64.b64encode(form.file.md5).decode("ascii"),
-            last_modified=self._reactor.seconds(),
-        )
-        return meta, spec, custom
-
-    async def _callback(
-        self,
-        request: Request,
-        request_id: str,
-        form: PostForm,
-        meta: StoredObject,
-        spec: Any,
-        custom: dict[str, str],
-        headers: dict[bytes, bytes],
-    ) -> tuple[int, dict[bytes, bytes], bytes]:
-        assert form.file is not None
-        values: dict[str, Any] = {
-            "bucket": self._access.bucket,
-            "object": meta.key,
-            "etag": meta.etag.strip('"'),
-            "size": meta.size,
-            "mimeType": meta.content_type,
-            "crc64": meta.crc64,
-            "contentMd5": meta.content_md5,
-            "vpcId": "",
-            "clientIp": getattr(request.getClientAddress(), "host", ""),
-            "reqId": request_id,
-            "operation": "PostObject",
-            **custom,
-        }
-        if spec.wants_image_info:
-            info = image_info(form.file.head)
-            if info is None and meta.content_type.startswith("image/"):
-                return self._callback_failed(request, request_id, "Get image info failed", headers)
-            if info is not None:
-                values.update(
-                    {
-                        "imageInfo.width": info.width,
-                        "imageInfo.height": info.height,
-                        "imageInfo.format": info.format,
-                    }
-                )
-        body = render_body(spec, values)
         host = (request.getHeader(b"host") or b"").decode("latin-1")
-        scheme = "https" if request.isSecure() else "http"
-        key_url = f"{scheme}://{host}/oss/{KEY_PATH}"
-        outcome = await self._sender.send(
-            spec, body, key_url, {"bucket": self._access.bucket, "reqId": request_id}
+        origin = Origin(
+            request_id=request_id,
+            client_ip=getattr(request.getClientAddress(), "host", ""),
+            host=host,
+            base=f"{'https' if request.isSecure() else 'http'}://{host}",
         )
-        if outcome.answer is None:
-            return self._callback_failed(request, request_id, outcome.failure, headers)
-        return 200, {**headers, b"content-type": b"application/json"}, outcome.answer
-
-    def _callback_failed(
-        self, request: Request, request_id: str, reason: str, headers: dict[bytes, bytes]
-    ) -> tuple[int, dict[bytes, bytes], bytes]:
-        error = OSSError(203, "CallbackFailed", reason)
-        body = error_xml(error, request_id, (request.getHeader(b"host") or b"").decode("latin-1"))
-        return 203, {**headers, b"content-type": b"application/xml"}, body
+        return await self._post_object.run(form, origin)
