@@ -9,13 +9,13 @@ import binascii
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
 from osscallback.callback import parse_claims, signature_valid
 from osscallback.errors import Refusal
 from osscallback.grant import unseal
 from osscallback.keys import PublicKeySource
+from osscallback.recorder import Recorder
 
 
 def _header(headers: Headers, name: bytes) -> bytes:
@@ -50,27 +50,32 @@ def key_url(headers: Headers) -> str:
 
 class CallbackAcceptor:
     """
-    Decides whether a callback is a genuine report of a granted upload.
+    Decides whether a callback is a genuine report of a granted upload, and
+    has it recorded.
     """
 
-    log = Logger()
-
     def __init__(
-        self, clock: IReactorTime, keys: PublicKeySource, secret: bytes
+        self,
+        clock: IReactorTime,
+        keys: PublicKeySource,
+        secret: bytes,
+        recorder: Recorder,
     ) -> None:
         self._clock = clock
         self._keys = keys
         self._secret = secret
+        self._recorder = recorder
 
     async def accept(
-        self, token: str, uri: bytes, headers: Headers, body: bytes
+        self, token: str, uri: bytes, headers: Headers, body: bytes, bucket_url: str
     ) -> dict[str, Any]:
         """
-        Check a callback and describe the upload it reports.
+        Check a callback, record the upload it reports, and give the answer
+        for OSS to relay to the uploader.
 
         @param token: the path segment after C{/callback/}.
         @param uri: the raw request target.
-        @return: the answer for OSS to relay to the uploader.
+        @param bucket_url: the bucket's base URL, for HeadObject.
         @raise Refusal: for every check that fails.
         """
         grant = unseal(token, self._secret, self._clock.seconds())
@@ -90,16 +95,4 @@ class CallbackAcceptor:
             raise Refusal(
                 403, "not_granted", f"This callback does not match its grant: {mismatch}."
             )
-        self.log.info(
-            "upload {key} accepted ({size} bytes)", key=claims.key, size=claims.size
-        )
-        upload = {
-            "bucket": claims.bucket,
-            "key": claims.key,
-            "size": claims.size,
-            "etag": claims.etag,
-            "mimeType": claims.mime_type,
-        }
-        if claims.width is not None and claims.height is not None:
-            upload.update(width=claims.width, height=claims.height)
-        return {"Status": "OK", "upload": upload}
+        return await self._recorder.record_callback(grant, claims, bucket_url)

@@ -59,7 +59,11 @@ class Settings:
     cors_origins: tuple[str, ...]
     data_dir: str
     database: str
+    confirm: bool
+    hook: str | None
+    webhook_url: str | None
     token_secret: bytes = field(repr=False)
+    webhook_secret: bytes | None = field(default=None, repr=False)
 
 
 def _text(value: Any) -> str:
@@ -180,6 +184,10 @@ def trusted_prefix(value: Any) -> str:
     return text
 
 
+def webhook_url(value: Any) -> str:
+    return _url(value, query_allowed=True)
+
+
 def cors_origin(value: Any) -> str:
     text = _text(value)
     if text == "*":
@@ -226,6 +234,10 @@ _SETTINGS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "database": (database, None),
     "token_secret_file": (_text, None),
     "local": (_flag, False),
+    "no_confirm": (_flag, False),
+    "hook": (_text, None),
+    "webhook_url": (webhook_url, None),
+    "webhook_secret_file": (_text, None),
 }
 REPEATABLE = ("allow_type", "trust_key_url", "cors_origin")
 
@@ -379,6 +391,16 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
             values["endpoint"] = (
                 f"https://{values['bucket']}.oss-{values['region']}.aliyuncs.com"
             )
+    webhook_secret = None
+    if values["webhook_url"] is not None:
+        if values["webhook_secret_file"] is None:
+            raise ConfigError(
+                "--webhook-url needs --webhook-secret-file, the key receivers "
+                "check the signature with."
+            )
+        webhook_secret = _read_secret(
+            values["webhook_secret_file"], "--webhook-secret-file"
+        ).encode("utf-8")
     data_dir = values["data_dir"]
     return Settings(
         port=values["port"],
@@ -398,5 +420,9 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
         data_dir=data_dir,
         database=values["database"]
         or "sqlite:///" + os.path.join(os.path.abspath(data_dir), "uploads.sqlite3"),
+        confirm=not values["no_confirm"],
+        hook=values["hook"],
+        webhook_url=values["webhook_url"],
         token_secret=token_secret(data_dir, values["token_secret_file"]),
+        webhook_secret=webhook_secret,
     )

@@ -60,18 +60,24 @@ class Grant:
     """
     One upload the server allowed.
 
+    @ivar id: unique to this grant.
     @ivar key: the object key chosen for it.
     @ivar folder: with a by-prefix grant, the unique folder any key must be
         under; otherwise L{None} and only C{key} is admitted.
     @ivar max_size: the largest object size in bytes.
+    @ivar issued: when it was issued, in seconds since the epoch.
     @ivar expires: the policy's expiry, in seconds since the epoch.
+    @ivar user: the user it was issued to, when known.
     """
 
+    id: str
     key: str
     folder: str | None
     bucket: str
     max_size: int
+    issued: int
     expires: int
+    user: str | None = None
 
     def admits(self, bucket: str, key: str, size: int) -> str | None:
         """
@@ -221,12 +227,15 @@ def new_grant(
         key = f"{rules.upload_dir}{day}{unique}{extension}"
         key_condition = ["eq", "$key", key]
     limit = rules.max_size if query.size is None else query.size
+    issued = int(utc.timestamp())
     grant = Grant(
+        id=unique,
         key=key,
         folder=folder,
         bucket=rules.bucket,
         max_size=limit,
-        expires=int(utc.timestamp()) + rules.expire,
+        issued=issued,
+        expires=issued + rules.expire,
     )
     conditions = [
         key_condition,
@@ -248,16 +257,20 @@ def _mac(secret: bytes, payload: str) -> str:
 
 def seal(grant: Grant, secret: bytes) -> str:
     """
-    The callback token for C{grant}: the grant itself, base64url, followed
+    The callback token for C{grant}: the grant itself (id, key or folder,
+    bucket, size limit, issue and expiry times, user), base64url, followed
     by a MAC only a holder of C{secret} can make.  It uses only characters
     that are safe in a callback path ([A-Za-z0-9_-]).
     """
     document = {
+        "i": grant.id,
         "k": grant.key,
         "f": grant.folder,
         "b": grant.bucket,
         "s": grant.max_size,
+        "t": grant.issued,
         "e": grant.expires,
+        "u": grant.user,
     }
     payload = _b64(json.dumps(document, separators=(",", ":")).encode("utf-8"))
     return payload + _mac(secret, payload)
@@ -284,11 +297,14 @@ def unseal(token: str, secret: bytes, now: float) -> Grant:
         raise forged
     document = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     grant = Grant(
+        id=document["i"],
         key=document["k"],
         folder=document["f"],
         bucket=document["b"],
         max_size=document["s"],
+        issued=document["t"],
         expires=document["e"],
+        user=document["u"],
     )
     if now > grant.expires + CALLBACK_GRACE:
         raise Refusal(

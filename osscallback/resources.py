@@ -20,8 +20,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from osscallback.acceptance import CallbackAcceptor
 from osscallback.errors import Refusal
-from osscallback.grant import parse_query
+from osscallback.grant import parse_query, unseal
 from osscallback.issuer import GrantIssuer
+from osscallback.ledger import Ledger
+from osscallback.recorder import Recorder
 
 log = Logger()
 
@@ -182,11 +184,15 @@ class PolicyResource(APIResource):
 class CallbackResource(APIResource):
     """
     C{POST /callback/<token>}: the OSS upload callback.
+
+    @ivar bucket_url: the bucket's base URL for HeadObject, or L{None} for
+        this server's own C{/oss} (local mode).
     """
 
-    def __init__(self, acceptor: CallbackAcceptor) -> None:
+    def __init__(self, acceptor: CallbackAcceptor, bucket_url: str | None) -> None:
         super().__init__()
         self._acceptor = acceptor
+        self._bucket_url = bucket_url
 
     def render_POST(self, request: Request) -> int | bytes:
         segments = request.postpath
@@ -202,10 +208,98 @@ class CallbackResource(APIResource):
     async def _accept(
         self, token: bytes, request: Request, body: bytes
     ) -> tuple[int, Any]:
+        bucket_url = self._bucket_url or request_origin(request) + "/oss"
         answer = await self._acceptor.accept(
-            token.decode("ascii", "replace"), request.uri, request.requestHeaders, body
+            token.decode("ascii", "replace"),
+            request.uri,
+            request.requestHeaders,
+            body,
+            bucket_url,
         )
         return 200, answer
+
+
+class UploadsResource(APIResource):
+    """
+    C{GET /uploads}: the recorded uploads, newest first.
+    C{POST /uploads/<token>/confirm}: record an upload whose callback failed.
+    """
+
+    def __init__(
+        self, ledger: Ledger, recorder: Recorder, secret: bytes,
+        clock: IReactorTime, bucket_url: str | None,
+    ) -> None:
+        super().__init__()
+        self._ledger = ledger
+        self._recorder = recorder
+        self._secret = secret
+        self._clock = clock
+        self._bucket_url = bucket_url
+
+    def render_GET(self, request: Request) -> int | bytes:
+        if request.postpath not in ([], [b""]):
+            return refusal_body(request, Refusal(404, "not_found", "No such list; see GET /uploads."))
+        try:
+            limit, before = parse_page(request.args)
+        except Refusal as refusal:
+            return refusal_body(request, refusal)
+        return render_later(request, self._list(limit, before))
+
+    async def _list(self, limit: int, before: int | None) -> tuple[int, Any]:
+        uploads = await self._ledger.recent(limit + 1, before)
+        page = uploads[:limit]
+        more = len(uploads) > limit
+        return 200, {
+            "uploads": [upload.as_json() for upload in page],
+            "next": str(page[-1].id) if more else None,
+        }
+
+    def render_POST(self, request: Request) -> int | bytes:
+        segments = request.postpath
+        if len(segments) != 2 or segments[1] != b"confirm" or not segments[0]:
+            return refusal_body(
+                request,
+                Refusal(404, "not_found", "Confirm uploads at /uploads/<token>/confirm."),
+            )
+        return render_later(request, self._confirm(segments[0], request))
+
+    async def _confirm(self, token: bytes, request: Request) -> tuple[int, Any]:
+        grant = unseal(token.decode("ascii", "replace"), self._secret, self._clock.seconds())
+        keys = request.args.get(b"key")
+        if grant.folder is None:
+            key = grant.key
+        elif keys and len(keys) == 1:
+            key = keys[0].decode("utf-8", "replace")
+        else:
+            raise Refusal(400, "bad_parameter", "Say which object to confirm with ?key=.")
+        bucket_url = self._bucket_url or request_origin(request) + "/oss"
+        upload, new = await self._recorder.reconcile(grant, key, bucket_url)
+        answer = await self._recorder.answer(upload) if new else {
+            "Status": "OK", "upload": upload.as_json(),
+        }
+        return 200, {**answer, "recorded": "now" if new else "before"}
+
+
+def parse_page(args: dict[bytes, list[bytes]]) -> tuple[int, int | None]:
+    """
+    The C{limit} (1-500, default 50) and C{cursor} of a list request.
+
+    @raise Refusal: 400 when either is malformed.
+    """
+
+    def number(name: bytes) -> int | None:
+        values = args.get(name)
+        if not values:
+            return None
+        text = values[0]
+        if len(values) > 1 or not text.isdigit() or len(text) > 18:
+            raise Refusal(400, "bad_parameter", f"{name.decode()} must be a whole number.")
+        return int(text)
+
+    limit = number(b"limit")
+    if limit is not None and not 1 <= limit <= 500:
+        raise Refusal(400, "bad_parameter", "limit must be from 1 to 500.")
+    return limit or 50, number(b"cursor")
 
 
 class HealthResource(APIResource):

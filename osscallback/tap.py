@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -15,14 +16,24 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 
 from osscallback.acceptance import CallbackAcceptor
+from osscallback.headobject import BucketReader
+from osscallback.hooks import HookError, IUploadHook, load_hook
+from osscallback.ledger import Ledger
+from osscallback.recorder import Recorder
+from osscallback.webhook import WebhookOutbox
 from osscallback.config import REPEATABLE, ConfigError, Settings, load_settings
 from osscallback.grant import GrantRules
 from osscallback.issuer import GrantIssuer
 from osscallback.emulator.bucket import TrustingOwnKey, emulated_bucket
 from osscallback.keys import PublicKeyFetcher, PublicKeySource
 from osscallback.policy import V4Signer
-from osscallback.resources import CallbackResource, HealthResource, PolicyResource
-from osscallback.site import make_site, web_root
+from osscallback.resources import (
+    CallbackResource,
+    HealthResource,
+    PolicyResource,
+    UploadsResource,
+)
+from osscallback.site import UploadSite, make_site, web_root
 
 log = Logger()
 
@@ -44,6 +55,8 @@ class Options(usage.Options):
     optFlags = [
         ["local", None, "Local mode: the embedded OSS serves the bucket "
          "(automatic when no credentials are configured)."],
+        ["no-confirm", None, "Do not confirm callbacks with HeadObject "
+         "(faster, but a record then rests on the callback's word)."],
     ]
     optParameters = [
         ["port", "p", None, "A port number or endpoint description [default: tcp:1234]."],
@@ -67,6 +80,11 @@ class Options(usage.Options):
          "[default: sqlite:///{data-dir}/uploads.sqlite3]."],
         ["token-secret-file", None, None,
          "A file holding the callback token secret [default: made once in --data-dir]."],
+        ["hook", None, None,
+         "package.module.name of an IUploadHook called with every recorded upload."],
+        ["webhook-url", None, None, "POST every recorded upload as JSON to this URL."],
+        ["webhook-secret-file", None, None,
+         "A file holding the key of the webhook's HMAC-SHA256 signature."],
     ]
 
     def __init__(self, reactor: Any = None, environ: Any = None) -> None:
@@ -110,11 +128,18 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         given = {name.replace("-", "_"): value for name, value in self.items()}
-        given["local"] = True if self["local"] else None
+        for flag in ("local", "no_confirm"):
+            given[flag] = True if given[flag] else None
         try:
             self.settings = load_settings(given, self._environ)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        self.hook = None
+        if self.settings.hook is not None:
+            try:
+                self.hook = load_hook(self.settings.hook)
+            except HookError as e:
+                raise usage.UsageError(f"--hook: {e}") from None
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
@@ -130,10 +155,19 @@ class Options(usage.Options):
             raise usage.UsageError(f"--port {port!r}: {e}") from None
 
 
-def build_site(settings: Settings, reactor: Any, http: Any) -> Any:
+def build_site(
+    settings: Settings,
+    reactor: Any,
+    http: Any,
+    ledger: Ledger,
+    hook: IUploadHook | None = None,
+) -> tuple[UploadSite, WebhookOutbox | None]:
     """
-    The web site for C{settings}, with C{http} as the client that fetches
-    public keys.
+    The web site for C{settings}, and its webhook outbox if one is
+    configured.
+
+    @param http: the HTTP client for public keys, HeadObject, the emulator's
+        callbacks and the webhook.
     """
     credentials = settings.credentials
     signer = (
@@ -168,15 +202,69 @@ def build_site(settings: Settings, reactor: Any, http: Any) -> Any:
             settings.cors_origins,
         )
         keys = TrustingOwnKey(own_key, keys)
-    api[b"callback"] = CallbackResource(
-        CallbackAcceptor(reactor, keys, settings.token_secret)
+    outbox = None
+    if settings.webhook_url is not None and settings.webhook_secret is not None:
+        outbox = WebhookOutbox(
+            reactor, ledger, http, settings.webhook_url, settings.webhook_secret
+        )
+    reader = (
+        BucketReader(reactor, http, credentials, settings.region, settings.bucket)
+        if settings.confirm
+        else None
     )
-    return make_site(api, web_root(), large_bodies=(b"/oss/",))
+    recorder = Recorder(reactor, ledger, reader, hook, outbox.wake if outbox else None)
+    api[b"callback"] = CallbackResource(
+        CallbackAcceptor(reactor, keys, settings.token_secret, recorder),
+        settings.endpoint,
+    )
+    api[b"uploads"] = UploadsResource(
+        ledger, recorder, settings.token_secret, reactor, settings.endpoint
+    )
+    return make_site(api, web_root(), large_bodies=(b"/oss/",)), outbox
+
+
+class LedgerService(Service):
+    """
+    Opens the ledger: creates or migrates its schema at start, trying again
+    every few seconds while the database cannot be reached, and closes it at
+    stop.
+    """
+
+    log = Logger()
+
+    def __init__(self, ledger: Ledger, clock: Any, retry: float = 5.0) -> None:
+        self._ledger = ledger
+        self._clock = clock
+        self._retry = retry
+        self.ready: Deferred[int] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        if not self.running:
+            return
+
+        def failed(failure: Any) -> None:
+            self.log.error(
+                "cannot prepare the ledger ({error}); trying again in {retry:.0f} s",
+                error=failure.getErrorMessage()[:300], retry=self._retry,
+            )
+            self._clock.callLater(self._retry, self._migrate)
+
+        attempt = Deferred.fromCoroutine(self._ledger.migrate())
+        attempt.addCallbacks(self.ready.callback, failed)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._ledger.close()
 
 
 def makeService(options: Options) -> IService:
     """
-    The service twistd runs: the site on the configured endpoint.
+    The service twistd runs: the site on the configured endpoint, the
+    ledger and the webhook outbox.
     """
     from twisted.internet import reactor
     from treq.client import HTTPClient
@@ -192,5 +280,11 @@ def makeService(options: Options) -> IService:
             data_dir=os.path.abspath(settings.data_dir),
         )
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
-    site = build_site(settings, reactor, http)
-    return StreamServerEndpointService(options.endpoint, site)
+    ledger = Ledger.open(settings.database, reactor)
+    site, outbox = build_site(settings, reactor, http, ledger, options.hook)
+    service = MultiService()
+    LedgerService(ledger, reactor).setServiceParent(service)
+    if outbox is not None:
+        outbox.setServiceParent(service)
+    StreamServerEndpointService(options.endpoint, site).setServiceParent(service)
+    return service

@@ -4,6 +4,8 @@ Shared test helpers: settings, a signed callback like OSS sends.
 
 import base64
 import json
+import os
+import secrets
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -32,6 +34,9 @@ SETTINGS = Settings(
     cors_origins=("*",),
     data_dir="data",
     database="sqlite:///data/uploads.sqlite3",
+    confirm=True,
+    hook=None,
+    webhook_url=None,
     token_secret=b"t" * 64,
 )
 
@@ -126,3 +131,51 @@ def png(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+async def open_ledger(case: Any, url: str | None = None) -> "Ledger":
+    """
+    A migrated ledger for a test, SQLite in a fresh file unless C{url}
+    says otherwise, closed when the test ends.
+    """
+    from twisted.internet import reactor
+
+    from osscallback.ledger import Ledger
+
+    ledger = Ledger.open(url or f"sqlite:///{case.mktemp()}.sqlite3", reactor)
+    case.addCleanup(ledger.close)
+    await ledger.migrate()
+    return ledger
+
+
+POSTGRESQL = os.environ.get(
+    "OSSCALLBACK_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgresql_url(case: Any) -> str:
+    """
+    The URL of a fresh, empty schema on the test PostgreSQL server, dropped
+    when the test ends.  Skips the test when the server cannot be reached,
+    unless OSSCALLBACK_REQUIRE_POSTGRESQL is set (as CI does).
+    """
+    from twisted.trial.unittest import SkipTest
+
+    try:
+        import psycopg
+
+        connection = psycopg.connect(POSTGRESQL, autocommit=True, connect_timeout=3)
+    except Exception as e:
+        if os.environ.get("OSSCALLBACK_REQUIRE_POSTGRESQL"):
+            raise
+        raise SkipTest(f"no PostgreSQL at {POSTGRESQL}: {e}") from None
+    schema = "t_" + secrets.token_hex(8)
+    connection.execute(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        connection.execute(f"DROP SCHEMA {schema} CASCADE")
+        connection.close()
+
+    case.addCleanup(drop)
+    separator = "&" if "?" in POSTGRESQL else "?"
+    return f"{POSTGRESQL}{separator}options=-csearch_path%3D{schema}"

@@ -24,18 +24,26 @@ from osscallback.issuer import GrantIssuer
 from osscallback.grant import GrantRules
 from osscallback.policy import V4Signer
 from osscallback.tap import build_site
-from tests.helpers import form_body, png, settings
+from tests.helpers import form_body, open_ledger, png, settings
 
 
 class LocalServerCase(TestCase):
     """
     A base for tests against the server in local mode on a loopback port.
+
+    @ivar hook: the upload hook the server gets.
     """
+
+    hook = None
 
     async def start(self, **changes: Any) -> str:
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.settings = settings(data_dir=self.data_dir, max_size=10 * 1024**2, **changes)
-        site = build_site(self.settings, reactor, HTTPClient(Agent(reactor, pool=pool)))
+        self.ledger = await open_ledger(self, f"sqlite:///{self.data_dir}.sqlite3")
+        site, self.outbox = build_site(
+            self.settings, reactor, HTTPClient(Agent(reactor, pool=pool)), self.ledger,
+            self.hook,
+        )
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         self.addCleanup(port.stopListening)
         return f"http://127.0.0.1:{port.getHost().port}"
@@ -98,7 +106,7 @@ class LocalModeTests(LocalServerCase):
         self.assertEqual(upload["size"], len(image))
         self.assertEqual(upload["etag"], md5.hexdigest().upper())
         self.assertEqual((upload["width"], upload["height"]), (3, 2))
-        self.assertEqual(upload["mimeType"], "image/png")
+        self.assertEqual(upload["content_type"], "image/png")
         self.assertEqual(headers.getRawHeaders(b"etag"), [f'"{md5.hexdigest().upper()}"'.encode()])
         self.assertEqual(headers.getRawHeaders(b"x-oss-hash-crc64ecma"), [str(crc64.xz(image)).encode()])
         self.assertEqual(len(headers.getRawHeaders(b"x-oss-request-id")[0]), 24)

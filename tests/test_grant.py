@@ -119,6 +119,7 @@ class NewGrantTests(SynchronousTestCase):
         self.assertIsNone(grant.folder)
         self.assertEqual(grant.max_size, 10)
         self.assertEqual(grant.expires, int(NOW.timestamp()) + 300)
+        self.assertEqual((grant.id, grant.issued), ("01" * 16, int(NOW.timestamp())))
         self.assertEqual(
             conditions,
             [
@@ -190,7 +191,7 @@ class TokenTests(SynchronousTestCase):
     L{seal} and L{unseal}.
     """
 
-    grant = Grant("uploads/k.png", None, "b-1", 10, 1_000_000)
+    grant = Grant("0a" * 16, "uploads/k.png", None, "b-1", 10, 999_700, 1_000_000, "alice")
 
     def test_roundTrip(self) -> None:
         """
@@ -206,7 +207,7 @@ class TokenTests(SynchronousTestCase):
         refused with 403.
         """
         token = seal(self.grant, SECRET)
-        other = seal(Grant("uploads/other", None, "b-1", 10**9, 2_000_000), b"x" * 64)
+        other = seal(Grant("0b" * 16, "uploads/other", None, "b-1", 10**9, 0, 2_000_000), b"x" * 64)
         flipped = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
         for bad in [flipped, token[:-1] + "?", other, "", "x" * 43, "é" * 60, token + "A"]:
             with self.assertRaises(Refusal) as caught:
@@ -235,7 +236,7 @@ class AdmitsTests(SynchronousTestCase):
         """
         An exact grant admits its key in its bucket within its size only.
         """
-        grant = Grant("u/k", None, "b-1", 10, 0)
+        grant = Grant("0c" * 16, "u/k", None, "b-1", 10, 0, 0)
         self.assertIsNone(grant.admits("b-1", "u/k", 10))
         self.assertIn("bucket", grant.admits("b-2", "u/k", 1) or "")
         self.assertIn("key", grant.admits("b-1", "u/k2", 1) or "")
@@ -246,7 +247,7 @@ class AdmitsTests(SynchronousTestCase):
         A folder grant admits any key under its folder, not the folder
         itself or a sibling.
         """
-        grant = Grant("u/f/upload", "u/f/", "b-1", 10, 0)
+        grant = Grant("0d" * 16, "u/f/upload", "u/f/", "b-1", 10, 0, 0)
         self.assertIsNone(grant.admits("b-1", "u/f/photo.jpg", 1))
         self.assertIsNotNone(grant.admits("b-1", "u/f/", 1))
         self.assertIsNotNone(grant.admits("b-1", "u/f2/x", 1))

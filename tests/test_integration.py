@@ -17,7 +17,7 @@ from twisted.web.server import Site
 
 from osscallback.site import make_site
 from osscallback.tap import build_site
-from tests.helpers import callback_target, oss_callback, settings
+from tests.helpers import callback_target, oss_callback, open_ledger, settings
 from tests.test_keys import KeyServer
 
 
@@ -36,13 +36,15 @@ class LoopbackTests(TestCase):
         key_origin = await self.listen(Site(self.keys))
         pool = HTTPConnectionPool(reactor, persistent=False)
         http = HTTPClient(Agent(reactor, pool=pool))
-        site = build_site(
+        site, _ = build_site(
             settings(
                 trust_key_urls=(key_origin + "/",),
                 data_dir=self.mktemp(),
+                confirm=False,
             ),
             reactor,
             http,
+            await open_ledger(self),
         )
         self.access_log = self.mktemp()
         site.logPath = self.access_log

@@ -1,0 +1,381 @@
+# -*- test-case-name: tests.test_ledger -*-
+"""
+The ledger: every accepted upload, recorded once and durably, and the
+outbox of webhook deliveries, in SQLite or PostgreSQL through
+L{twisted.enterprise.adbapi}.
+
+Recording is one transaction guarded by a unique constraint on (grant,
+object key): a replayed or doubly delivered callback can never make a
+second record, whatever the timing.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.logger import Logger
+
+from osscallback.errors import Refusal
+
+
+class AlreadyRecorded(Exception):
+    """
+    The upload was recorded before.
+    """
+
+
+@dataclass(frozen=True)
+class Upload:
+    """
+    One verified upload.
+
+    @ivar id: the ledger's number for it, in recording order (0 before it
+        is recorded).
+    @ivar granted_at: when its grant was issued, seconds since the epoch.
+    @ivar received_at: when it was recorded.
+    @ivar request_id: OSS's request id for the upload.
+    """
+
+    grant_id: str
+    key: str
+    bucket: str
+    size: int
+    etag: str
+    content_type: str
+    width: int | None
+    height: int | None
+    user: str | None
+    granted_at: float
+    received_at: float
+    request_id: str
+    id: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """
+        The record as a JSON object.
+        """
+        document = asdict(self)
+        document.pop("grant_id")
+        return document
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """
+    A webhook delivery waiting in the outbox.
+    """
+
+    id: int
+    attempts: int
+    upload: Upload
+
+
+_COLUMNS = (
+    "grant_id, object_key, bucket, size, etag, content_type, width, height, "
+    "uploader, granted_at, received_at, request_id"
+)
+
+
+class _Dialect:
+    """
+    What differs between SQLite and PostgreSQL here.
+    """
+
+    module = "sqlite3"
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    real = "REAL"
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+
+class _PostgreSQL(_Dialect):
+    module = "psycopg"
+    serial = "BIGSERIAL PRIMARY KEY"
+    real = "DOUBLE PRECISION"
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+
+def _migrations(dialect: _Dialect) -> list[list[str]]:
+    """
+    The schema, as steps; step N brings the schema to version N + 1.
+    """
+    return [
+        [
+            f"""CREATE TABLE uploads (
+                id {dialect.serial},
+                grant_id TEXT NOT NULL,
+                object_key TEXT NOT NULL,
+                bucket TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                etag TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                width INTEGER,
+                height INTEGER,
+                uploader TEXT,
+                granted_at {dialect.real} NOT NULL,
+                received_at {dialect.real} NOT NULL,
+                request_id TEXT NOT NULL,
+                UNIQUE (grant_id, object_key)
+            )""",
+            f"""CREATE TABLE outbox (
+                id {dialect.serial},
+                upload_id BIGINT NOT NULL REFERENCES uploads (id),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at {dialect.real} NOT NULL,
+                delivered_at {dialect.real},
+                last_error TEXT
+            )""",
+            "CREATE INDEX outbox_due ON outbox (next_attempt_at) "
+            "WHERE delivered_at IS NULL",
+        ],
+    ]
+
+
+def _upload(row: tuple[Any, ...]) -> Upload:
+    (id, grant_id, key, bucket, size, etag, content_type, width, height, user,
+     granted_at, received_at, request_id) = row
+    return Upload(
+        grant_id=grant_id, key=key, bucket=bucket, size=size, etag=etag,
+        content_type=content_type, width=width, height=height, user=user,
+        granted_at=granted_at, received_at=received_at, request_id=request_id,
+        id=id,
+    )
+
+
+def _sqlite_connected(connection: Any) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+
+
+log = Logger()
+
+
+def _unavailable(reason: Exception) -> Refusal:
+    log.warn("the ledger is unavailable: {error}", error=repr(reason)[:300])
+    return Refusal(
+        503,
+        "ledger_unavailable",
+        "The upload ledger cannot be written just now; the upload can be "
+        "confirmed later.",
+    )
+
+
+class Ledger:
+    """
+    The upload records and the webhook outbox.
+    """
+
+    def __init__(self, pool: ConnectionPool, dialect: _Dialect) -> None:
+        self._pool = pool
+        self._dialect = dialect
+
+    @classmethod
+    def open(cls, url: str, reactor: Any) -> "Ledger":
+        """
+        A ledger for a C{sqlite:///path} or C{postgresql://} URL.  Nothing
+        connects until it is used.
+        """
+        if url.startswith("sqlite:///"):
+            dialect = _Dialect()
+            pool = ConnectionPool(
+                dialect.module,
+                url[len("sqlite:///") :],
+                timeout=3,
+                check_same_thread=False,
+                isolation_level="DEFERRED",
+                cp_min=1,
+                cp_max=1,
+                cp_openfun=_sqlite_connected,
+                cp_reactor=reactor,
+                cp_noisy=False,
+            )
+        else:
+            dialect = _PostgreSQL()
+            pool = ConnectionPool(
+                dialect.module,
+                url.replace("postgres://", "postgresql://", 1),
+                connect_timeout=5,
+                cp_min=1,
+                cp_max=5,
+                cp_reconnect=True,
+                cp_reactor=reactor,
+                cp_noisy=False,
+            )
+        return cls(pool, dialect)
+
+    @staticmethod
+    def describe(url: str) -> str:
+        """
+        The database's URL without any password, for logs.
+        """
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        return url.replace(f":{parts.password}@", ":***@", 1)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _run(self, interaction: Any, *args: Any) -> Any:
+        return self._pool.runInteraction(interaction, *args)
+
+    def _execute(self, cursor: Transaction, statement: str, *args: Any) -> None:
+        cursor.execute(self._dialect.sql(statement), args)
+
+    async def migrate(self) -> int:
+        """
+        Create or bring the schema up to date.
+
+        @return: the schema version.
+        """
+        steps = _migrations(self._dialect)
+
+        def migrate(cursor: Transaction) -> int:
+            if isinstance(self._dialect, _PostgreSQL):
+                # One migrating process at a time.
+                self._execute(cursor, "SELECT pg_advisory_xact_lock(?)", 0x0055CA11)
+            self._execute(
+                cursor,
+                "CREATE TABLE IF NOT EXISTS osscallback_schema (version INTEGER NOT NULL)",
+            )
+            self._execute(cursor, "SELECT version FROM osscallback_schema")
+            row = cursor.fetchone()
+            version = 0 if row is None else row[0]
+            if row is None:
+                self._execute(cursor, "INSERT INTO osscallback_schema VALUES (0)")
+            for step in steps[version:]:
+                for statement in step:
+                    self._execute(cursor, statement)
+            self._execute(cursor, "UPDATE osscallback_schema SET version = ?", len(steps))
+            return len(steps)
+
+        return await self._run(migrate)
+
+    async def record(self, upload: Upload, outbox_at: float | None) -> Upload:
+        """
+        Record C{upload} and, when C{outbox_at} is given, queue its webhook
+        delivery for then, in one transaction.
+
+        @raise AlreadyRecorded: if this grant's upload of this key is
+            recorded already.
+        @raise Refusal: 503 if the database cannot be written.
+        """
+        integrity = self._pool.dbapi.IntegrityError
+
+        def record(cursor: Transaction) -> int:
+            self._execute(
+                cursor,
+                f"INSERT INTO uploads ({_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                upload.grant_id, upload.key, upload.bucket, upload.size, upload.etag,
+                upload.content_type, upload.width, upload.height, upload.user,
+                upload.granted_at, upload.received_at, upload.request_id,
+            )
+            (id,) = cursor.fetchone()
+            if outbox_at is not None:
+                self._execute(
+                    cursor,
+                    "INSERT INTO outbox (upload_id, next_attempt_at) VALUES (?, ?)",
+                    id, outbox_at,
+                )
+            return id
+
+        try:
+            id = await self._run(record)
+        except integrity:
+            raise AlreadyRecorded() from None
+        except Exception as e:
+            raise _unavailable(e) from e
+        return Upload(**{**asdict(upload), "id": id})
+
+    async def find(self, grant_id: str, key: str) -> Upload | None:
+        """
+        The record of this grant's upload of C{key}, if there is one.
+        """
+
+        def find(cursor: Transaction) -> Upload | None:
+            self._execute(
+                cursor,
+                f"SELECT id, {_COLUMNS} FROM uploads WHERE grant_id = ? AND object_key = ?",
+                grant_id, key,
+            )
+            row = cursor.fetchone()
+            return None if row is None else _upload(row)
+
+        return await self._reading(find)
+
+    async def recent(self, limit: int, before: int | None) -> list[Upload]:
+        """
+        Up to C{limit} records, newest first, older than record C{before}.
+        """
+
+        def recent(cursor: Transaction) -> list[Upload]:
+            where = "" if before is None else "WHERE id < ? "
+            arguments = () if before is None else (before,)
+            self._execute(
+                cursor,
+                f"SELECT id, {_COLUMNS} FROM uploads {where}ORDER BY id DESC LIMIT ?",
+                *arguments, limit,
+            )
+            return [_upload(row) for row in cursor.fetchall()]
+
+        return await self._reading(recent)
+
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        """
+        Webhook deliveries whose time has come, oldest first.
+        """
+
+        def due(cursor: Transaction) -> list[Delivery]:
+            self._execute(
+                cursor,
+                "SELECT outbox.id, outbox.attempts, "
+                + ", ".join(f"uploads.{c.strip()}" for c in ("id", *_COLUMNS.split(",")))
+                + " FROM outbox JOIN uploads ON uploads.id = outbox.upload_id"
+                " WHERE outbox.delivered_at IS NULL AND outbox.next_attempt_at <= ?"
+                " ORDER BY outbox.next_attempt_at, outbox.id LIMIT ?",
+                now, limit,
+            )
+            return [Delivery(row[0], row[1], _upload(row[2:])) for row in cursor.fetchall()]
+
+        return await self._reading(due)
+
+    async def pending(self) -> int:
+        """
+        How many webhook deliveries are waiting.
+        """
+
+        def pending(cursor: Transaction) -> int:
+            self._execute(cursor, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+            return int(cursor.fetchone()[0])
+
+        return await self._reading(pending)
+
+    async def delivered(self, delivery: int, now: float) -> None:
+        """
+        Mark a webhook delivery done.
+        """
+        await self._run(
+            self._execute, "UPDATE outbox SET delivered_at = ? WHERE id = ?", now, delivery
+        )
+
+    async def postpone(self, delivery: int, attempts: int, at: float, error: str) -> None:
+        """
+        Note a failed webhook delivery and when to try again.
+        """
+        await self._run(
+            self._execute,
+            "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+            attempts, at, error[:500], delivery,
+        )
+
+    async def _reading(self, interaction: Any) -> Any:
+        try:
+            return await self._run(interaction)
+        except Exception as e:
+            raise _unavailable(e) from e

@@ -1,0 +1,149 @@
+"""
+Tests for L{osscallback.ledger}, run against a real SQLite file and a real
+PostgreSQL server with the same schema.
+"""
+
+from dataclasses import replace
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from osscallback.errors import Refusal
+from osscallback.ledger import AlreadyRecorded, Ledger, Upload
+from tests.helpers import open_ledger, postgresql_url
+
+UPLOAD = Upload(
+    grant_id="ab" * 16,
+    key="uploads/2026/12/03/ab.png",
+    bucket="b-1",
+    size=12,
+    etag="D41D8CD98F00B204E9800998ECF8427E",
+    content_type="image/png",
+    width=3,
+    height=4,
+    user="alice",
+    granted_at=1000.0,
+    received_at=1010.5,
+    request_id="REQ1",
+)
+
+
+class SQLiteLedgerTests(TestCase):
+    """
+    The ledger on SQLite.
+    """
+
+    async def ledger(self) -> Ledger:
+        return await open_ledger(self)
+
+    async def test_recordOnce(self) -> None:
+        """
+        An upload is recorded with a number and found again; recording it
+        again raises AlreadyRecorded and leaves one record.
+        """
+        ledger = await self.ledger()
+        recorded = await ledger.record(UPLOAD, None)
+        self.assertGreater(recorded.id, 0)
+        self.assertEqual(replace(recorded, id=0), UPLOAD)
+        self.assertEqual(await ledger.find(UPLOAD.grant_id, UPLOAD.key), recorded)
+        with self.assertRaises(AlreadyRecorded):
+            await ledger.record(replace(UPLOAD, size=13), None)
+        self.assertEqual(await ledger.recent(10, None), [recorded])
+
+    async def test_concurrentRecords(self) -> None:
+        """
+        Ten concurrent recordings of one upload make exactly one record.
+        """
+        ledger = await self.ledger()
+        results = await defer.DeferredList(
+            [defer.Deferred.fromCoroutine(ledger.record(UPLOAD, 0.0)) for _ in range(10)],
+            consumeErrors=True,
+        )
+        successes = [r for ok, r in results if ok]
+        failures = [r for ok, r in results if not ok]
+        self.assertEqual(len(successes), 1)
+        self.assertTrue(all(f.check(AlreadyRecorded) for f in failures))
+        self.assertEqual(len(await ledger.recent(10, None)), 1)
+        self.assertEqual(await ledger.pending(), 1)
+
+    async def test_folderGrantRecordsEachKey(self) -> None:
+        """
+        One grant may record several keys (a folder grant), each once.
+        """
+        ledger = await self.ledger()
+        await ledger.record(UPLOAD, None)
+        await ledger.record(replace(UPLOAD, key="uploads/2026/12/03/other.png"), None)
+        self.assertEqual(len(await ledger.recent(10, None)), 2)
+
+    async def test_recentPages(self) -> None:
+        """
+        Records come newest first, a page at a time.
+        """
+        ledger = await self.ledger()
+        ids = [(await ledger.record(replace(UPLOAD, key=f"k{n}"), None)).id for n in range(5)]
+        first = await ledger.recent(2, None)
+        self.assertEqual([u.id for u in first], ids[:-3:-1])
+        second = await ledger.recent(2, first[-1].id)
+        self.assertEqual([u.id for u in second], [ids[2], ids[1]])
+
+    async def test_outbox(self) -> None:
+        """
+        A recording with an outbox time queues a delivery, due from then;
+        a postponed one is due later; a delivered one is gone.
+        """
+        ledger = await self.ledger()
+        recorded = await ledger.record(UPLOAD, 100.0)
+        await ledger.record(replace(UPLOAD, key="no-webhook"), None)
+        self.assertEqual(await ledger.due(99.0, 10), [])
+        (delivery,) = await ledger.due(100.0, 10)
+        self.assertEqual((delivery.attempts, delivery.upload), (0, recorded))
+        await ledger.postpone(delivery.id, 1, 104.0, "down")
+        self.assertEqual(await ledger.due(103.0, 10), [])
+        (again,) = await ledger.due(104.0, 10)
+        self.assertEqual(again.attempts, 1)
+        await ledger.delivered(again.id, 105.0)
+        self.assertEqual(await ledger.due(1e9, 10), [])
+        self.assertEqual(await ledger.pending(), 0)
+
+    async def test_migrateTwice(self) -> None:
+        """
+        Migrating an up-to-date schema changes nothing and keeps records.
+        """
+        ledger = await self.ledger()
+        await ledger.record(UPLOAD, None)
+        self.assertEqual(await ledger.migrate(), 1)
+        self.assertEqual(len(await ledger.recent(10, None)), 1)
+
+    async def test_unreachable(self) -> None:
+        """
+        A database that cannot be opened gives 503 refusals, not crashes.
+        """
+        from twisted.internet import reactor
+
+        ledger = Ledger.open("sqlite:////nonexistent/dir/x.sqlite3", reactor)
+        self.addCleanup(ledger.close)
+        with self.assertRaises(Refusal) as caught:
+            await ledger.record(UPLOAD, None)
+        self.assertEqual(caught.exception.status, 503)
+
+
+class PostgreSQLLedgerTests(SQLiteLedgerTests):
+    """
+    The same behaviour on PostgreSQL.
+    """
+
+    async def ledger(self) -> Ledger:
+        return await open_ledger(self, postgresql_url(self))
+
+    async def test_unreachable(self) -> None:
+        """
+        A PostgreSQL server that cannot be reached gives 503 refusals.
+        """
+        from twisted.internet import reactor
+
+        ledger = Ledger.open("postgresql://postgres@127.0.0.1:1/none", reactor)
+        self.addCleanup(ledger.close)
+        with self.assertRaises(Refusal) as caught:
+            await ledger.record(UPLOAD, None)
+        self.assertEqual(caught.exception.status, 503)
