@@ -4,6 +4,7 @@ The server's settings: one frozen object built from the command line, the
 environment and a TOML file, in that order of precedence, over defaults.
 """
 
+import importlib.util
 import os
 import re
 import secrets
@@ -200,9 +201,13 @@ def cors_origin(value: Any) -> str:
 
 def database(value: Any) -> str:
     text = _text(value)
-    if not (
-        text.startswith("sqlite:///") and len(text) > len("sqlite:///")
-    ) and not text.startswith(("postgresql://", "postgres://")):
+    if text.startswith(("postgresql://", "postgres://")):
+        if importlib.util.find_spec("psycopg") is None:
+            raise ValueError(
+                "needs PostgreSQL support: pip install 'osscallback[postgresql]'"
+            )
+        return text
+    if not text.startswith("sqlite:///") or len(text) == len("sqlite:///"):
         raise ValueError("must be sqlite:///path or postgresql://user@host/db")
     return text
 

@@ -61,14 +61,16 @@ def oss_callback(
     target: bytes,
     claims: dict[str, Any],
     key_url: str = KEY_URL,
+    private_key: Any = None,
 ) -> tuple[bytes, dict[bytes, list[bytes]]]:
     """
     The body and headers OSS would send to C{target} for an object with
-    C{claims}, signed with the fixture key.
+    C{claims}, signed with C{private_key} (the fixture key by default).
     """
     body = urlencode(claims).encode()
+    signer = private_key or callback_private_key()
     headers = {
-        b"authorization": [sign_callback(callback_private_key(), target, body)],
+        b"authorization": [sign_callback(signer, target, body)],
         b"x-oss-pub-key-url": [base64.b64encode(key_url.encode())],
         b"content-type": [b"application/x-www-form-urlencoded"],
         b"x-oss-bucket": [claims.get("bucket", "").encode()],

@@ -39,7 +39,7 @@ class LocalServerCase(TestCase):
     async def start(self, **changes: Any) -> str:
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.settings = settings(data_dir=self.data_dir, max_size=10 * 1024**2, **changes)
-        self.ledger = await open_ledger(self, f"sqlite:///{self.data_dir}.sqlite3")
+        self.ledger = await open_ledger(self, self.ledger_url())
         site, self.outbox = build_site(
             self.settings, reactor, HTTPClient(Agent(reactor, pool=pool)), self.ledger,
             self.hook,
@@ -47,6 +47,14 @@ class LocalServerCase(TestCase):
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         self.addCleanup(port.stopListening)
         return f"http://127.0.0.1:{port.getHost().port}"
+
+    def ledger_url(self) -> str:
+        """
+        The database of the server under test, kept across its restarts.
+        """
+        if not hasattr(self, "_ledger_url"):
+            self._ledger_url = f"sqlite:///{self.data_dir}.sqlite3"
+        return self._ledger_url
 
     async def setUp(self) -> None:
         self.data_dir = self.mktemp()

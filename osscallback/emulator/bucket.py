@@ -86,12 +86,13 @@ def emulated_bucket(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     store = ObjectStore(os.path.join(root, bucket))
+    access = BucketAccess(bucket, region, credentials)
     post_object = PostObject(
         reactor,
-        BucketAccess(bucket, region, credentials),
+        access,
         store,
         CallbackSender(reactor, http, key),
         KEY_PATH,
     )
-    resource = EmulatedBucket(reactor, store, post_object, public_pem, cors_origins)
+    resource = EmulatedBucket(reactor, access, store, post_object, public_pem, cors_origins)
     return resource, key.public_key()

@@ -6,6 +6,7 @@ answering as OSS does.
 """
 
 import secrets
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -21,6 +22,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from osscallback.emulator.errors import OSSError, error_xml
 from osscallback.emulator.multipart import FileSpool, FormParser, PostForm, boundary_of
 from osscallback.emulator.postobject import Answer, Origin, PostObject
+from osscallback.emulator.postpolicy import BucketAccess
+from osscallback.emulator.requestauth import check_read
 from osscallback.emulator.store import ObjectStore, StoredObject
 
 KEY_PATH = "callback_pub_key.pem"
@@ -59,6 +62,7 @@ class EmulatedBucket(Resource):
     def __init__(
         self,
         reactor: Any,
+        access: BucketAccess,
         store: ObjectStore,
         post_object: PostObject,
         public_key_pem: bytes,
@@ -66,6 +70,7 @@ class EmulatedBucket(Resource):
     ) -> None:
         super().__init__()
         self._reactor = reactor
+        self._access = access
         self._store = store
         self._post_object = post_object
         self._public_key_pem = public_key_pem
@@ -137,23 +142,22 @@ class EmulatedBucket(Resource):
 
     def render_HEAD(self, request: Request) -> bytes:
         self._cors(request)
-        self._describe(request)
+        try:
+            self._describe(request)
+        except OSSError as error:
+            self._error(request, error, _request_id())  # HEAD: headers only
         return b""
 
     def render_GET(self, request: Request) -> bytes | int:
         self._cors(request)
-        key = self._key(request)
-        if key == KEY_PATH:
+        if self._key(request) == KEY_PATH:
             request.setHeader(b"content-type", b"application/x-pem-file")
             request.setHeader(b"content-length", b"%d" % len(self._public_key_pem))
             return self._public_key_pem
-        meta = self._describe(request)
-        if meta is None:
-            return self._error(
-                request,
-                OSSError(404, "NoSuchKey", "The specified key does not exist."),
-                _request_id(),
-            )
+        try:
+            meta = self._describe(request)
+        except OSSError as error:
+            return self._error(request, error, _request_id())
         source = open(self._store.data_path(meta), "rb")
         finished = FileSender().beginFileTransfer(source, request)
 
@@ -164,13 +168,23 @@ class EmulatedBucket(Resource):
         finished.addBoth(done)
         return NOT_DONE_YET
 
-    def _describe(self, request: Request) -> StoredObject | None:
-        meta = self._store.head(self._key(request))
+    def _describe(self, request: Request) -> StoredObject:
+        """
+        Check a read and set the object's headers.
+
+        @raise OSSError: when the read's signature fails or there is no such
+            object.
+        """
+        key = self._key(request)
+        headers = {
+            name.decode("latin-1").lower(): values[0].decode("latin-1")
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
+        now = datetime.fromtimestamp(self._reactor.seconds(), timezone.utc)
+        check_read(self._access, request.method.decode(), key, headers, now)
+        meta = self._store.head(key)
         if meta is None:
-            if request.method == b"HEAD":
-                request.setResponseCode(404)
-                request.setHeader(b"x-oss-request-id", _request_id().encode())
-            return None
+            raise OSSError(404, "NoSuchKey", "The specified key does not exist.")
         request.setHeader(b"content-type", meta.content_type.encode("latin-1", "replace"))
         request.setHeader(b"content-length", b"%d" % meta.size)
         request.setHeader(b"etag", meta.etag.encode())
