@@ -344,3 +344,32 @@ class PostgreSQLReconcileTests(PostgreSQLMixin, ReconcileTests):
     """
     L{ReconcileTests} with the ledger in PostgreSQL.
     """
+
+
+class SignedReadTests(RecordsCase):
+    """
+    The embedded OSS checks signed reads, as HeadObject sends them.
+    """
+
+    async def test_signedHead(self) -> None:
+        """
+        A HeadObject signed with the bucket's credentials is answered; one
+        signed with another secret is refused with SignatureDoesNotMatch.
+        """
+        from datetime import datetime, timezone
+
+        from osscallback.credentials import Credentials
+        from osscallback.requestsign import signed_headers
+
+        grant, _, _ = await self.stored()
+        now = datetime.now(timezone.utc)
+        for credentials, status in [
+            (self.settings.credentials, 200),
+            (Credentials(self.settings.credentials.access_key_id, "not-the-secret"), 403),
+        ]:
+            headers = signed_headers(credentials, "local", "HEAD", "local-bucket", grant["key"], now)
+            code, response_headers, _ = await self.request(
+                "HEAD", f"{self.origin}/oss/{grant['key']}",
+                headers={k.encode(): [v.encode()] for k, v in headers.items()},
+            )
+            self.assertEqual(code, status)
