@@ -40,7 +40,7 @@ class Settings:
     @ivar endpoint: where browsers POST uploads, or L{None} in local mode,
         where it is this server's own C{/oss/}.
     @ivar callback_url: the base URL OSS calls back, or L{None} in local
-        mode, where it is this server's own C{/callback}.
+        mode without one, where it is this server's own C{/callback}.
     @ivar token_secret: the key of the callback tokens' MACs.
     """
 
@@ -414,7 +414,7 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
         region=values["region"] or "",
         endpoint=None if local else values["endpoint"],
         credentials=credentials,
-        callback_url=None if local else values["callback_url"],
+        callback_url=values["callback_url"],
         upload_dir=values["upload_dir"],
         expire=values["expire"],
         max_size=values["max_size"],

@@ -38,8 +38,10 @@ class GrantIssuer:
         callback_base: str,
     ) -> dict[str, Any]:
         """
-        The grant answer: the URL to POST to, the object key, the form
-        fields in sending order, and the expiry in seconds since the epoch.
+        The grant answer: the URL to POST to (and the method, as Uppy's
+        AwsS3 plugin reads it), the object key, the form fields in sending
+        order, the expiry in seconds since the epoch, and the path that
+        confirms the upload if its callback fails.
 
         @param callback_base: the URL OSS calls back, without the token.
         @raise osscallback.errors.Refusal: 400 when the query asks for more
@@ -47,9 +49,8 @@ class GrantIssuer:
         """
         grant, conditions, type_fields = new_grant(self.rules, query, now, nonce)
         image = (query.type or "").startswith("image/")
-        callback = callback_parameter(
-            f"{callback_base}/{seal(grant, self.secret)}", image
-        )
+        token = seal(grant, self.secret)
+        callback = callback_parameter(f"{callback_base}/{token}", image)
         expires = datetime.fromtimestamp(grant.expires, timezone.utc)
         form = signed_form(
             self.credentials,
@@ -65,9 +66,11 @@ class GrantIssuer:
         fields["x-oss-forbid-overwrite"] = "true"
         answer: dict[str, Any] = {
             "url": upload_url,
+            "method": "POST",
             "key": grant.key,
             "fields": fields,
             "expire": grant.expires,
+            "confirm": f"uploads/{token}/confirm",
         }
         if self.signer is None:
             # The seven fields Alibaba's sample browser client reads.

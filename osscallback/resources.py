@@ -302,6 +302,28 @@ def parse_page(args: dict[bytes, list[bytes]]) -> tuple[int, int | None]:
     return limit or 50, number(b"cursor")
 
 
+class LimitsResource(APIResource):
+    """
+    C{GET /limits}: what the browser client checks before it uploads (the
+    server still decides), and where it can show stored objects.
+
+    @ivar object_url: the base URL of readable objects, or L{None}.
+    """
+
+    def __init__(
+        self, max_size: int, allow_types: tuple[str, ...], object_url: str | None
+    ) -> None:
+        super().__init__()
+        self._limits = {
+            "max_size": max_size,
+            "allow_types": list(allow_types),
+            "object_url": object_url,
+        }
+
+    def render_GET(self, request: Request) -> bytes:
+        return json_body(request, 200, self._limits)
+
+
 class HealthResource(APIResource):
     """
     C{GET /healthz}: the process serves.

@@ -52,13 +52,35 @@ class WebClient(File):
     }
     childNotFound = pages.notFound()
     forbidden = pages.forbidden()
+    content_security_policy = b""
+
+    def createSimilarFile(self, path: str) -> "WebClient":
+        similar = super().createSimilarFile(path)
+        similar.content_security_policy = self.content_security_policy
+        return similar
 
     def directoryListing(self) -> Resource:
         return pages.notFound()
 
     def render_GET(self, request: Request) -> bytes | int:
         request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-security-policy", self.content_security_policy)
+        request.setHeader(b"referrer-policy", b"same-origin")
         return super().render_GET(request)
+
+
+def content_security_policy(upload_origin: str | None) -> bytes:
+    """
+    The client's Content-Security-Policy: everything from this server only,
+    except uploads, which may also go to C{upload_origin} (the bucket).
+    """
+    connect = "'self'" + (f" {upload_origin}" if upload_origin else "")
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "img-src 'self' blob: data:; "
+        f"connect-src {connect}; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ).encode("ascii")
 
 
 class UploadSite(Site):
@@ -143,14 +165,18 @@ def make_site(
     api: dict[bytes, Resource],
     client: FilePath[str],
     large_bodies: tuple[bytes, ...] = (),
+    upload_origin: str | None = None,
 ) -> UploadSite:
     """
     The site: the browser client in C{client} at C{/} and the API resources
     in C{api} beside it.
 
     @param large_bodies: path prefixes that take uploads.
+    @param upload_origin: the bucket's origin, when browsers upload to
+        another origin than this server's.
     """
     root = WebClient(client.path)
+    root.content_security_policy = content_security_policy(upload_origin)
     for name, resource in api.items():
         root.putChild(name, resource)
     site = UploadSite(root, requestFactory=BoundedRequest, logFormatter=access_log_line)

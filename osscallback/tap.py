@@ -5,6 +5,7 @@ The twistd glue: command-line options and the service they make.
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -30,6 +31,7 @@ from osscallback.policy import V4Signer
 from osscallback.resources import (
     CallbackResource,
     HealthResource,
+    LimitsResource,
     PolicyResource,
     UploadsResource,
 )
@@ -220,7 +222,17 @@ def build_site(
     api[b"uploads"] = UploadsResource(
         ledger, recorder, settings.token_secret, reactor, settings.endpoint
     )
-    return make_site(api, web_root(), large_bodies=(b"/oss/",)), outbox
+    api[b"limits"] = LimitsResource(
+        settings.max_size, settings.allow_types, "oss/" if settings.local else None
+    )
+    upload_origin = None
+    if settings.endpoint is not None:
+        parts = urlsplit(settings.endpoint)
+        upload_origin = f"{parts.scheme}://{parts.netloc}"
+    site = make_site(
+        api, web_root(), large_bodies=(b"/oss/",), upload_origin=upload_origin
+    )
+    return site, outbox
 
 
 class LedgerService(Service):

@@ -102,8 +102,11 @@ class LoopbackTests(TestCase):
         """
         code, headers, body = await self.fetch("GET", "/")
         self.assertEqual(code, 200)
-        self.assertIn(b"<script src=\"app.js\"></script>", body)
+        self.assertIn(b'<script src="app.js" defer></script>', body)
         self.assertEqual(headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"])
+        (policy,) = headers.getRawHeaders(b"content-security-policy")
+        self.assertIn(b"script-src 'self';", policy)
+        self.assertIn(b"object-src 'none'", policy)
         code, headers, _ = await self.fetch("GET", "/app.js")
         self.assertEqual(
             headers.getRawHeaders(b"content-type"), [b"text/javascript; charset=utf-8"]
