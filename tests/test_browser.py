@@ -232,3 +232,26 @@ class UploadPageTests(BrowserCase):
         )
         self.assertEqual(outline, "solid")
         self.screenshot(page, "phone")
+
+    def test_dropAndPaste(self) -> None:
+        """
+        Files dropped on the drop zone, or pasted onto the page, are
+        uploaded like chosen ones.
+        """
+        page = self.open(self.serve())
+        page.evaluate(
+            """() => {
+                const drop = new DataTransfer();
+                drop.items.add(new File(["dropped"], "dropped.txt", {type: "text/plain"}));
+                document.querySelector("#dropzone").dispatchEvent(
+                    new DragEvent("drop", {dataTransfer: drop, bubbles: true, cancelable: true}));
+                const paste = new DataTransfer();
+                paste.items.add(new File(["pasted"], "pasted.txt", {type: "text/plain"}));
+                document.dispatchEvent(
+                    new ClipboardEvent("paste", {clipboardData: paste, bubbles: true}));
+            }"""
+        )
+        items = self.wait_for_states(page, "done", "done")
+        self.assertEqual(
+            [i.query_selector(".name").text_content() for i in items], ["dropped.txt", "pasted.txt"]
+        )
