@@ -65,6 +65,12 @@ class Settings:
     webhook_url: str | None
     token_secret: bytes = field(repr=False)
     webhook_secret: bytes | None = field(default=None, repr=False)
+    log_format: str = "text"
+    access_log: bool = True
+    auth_token: bytes | None = field(default=None, repr=False)
+    user_header: str | None = None
+    rate_limit: int = 120
+    workers: int = 1
 
 
 def _text(value: Any) -> str:
@@ -185,6 +191,20 @@ def trusted_prefix(value: Any) -> str:
     return text
 
 
+def log_format(value: Any) -> str:
+    text = _text(value)
+    if text not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return text
+
+
+def header_name(value: Any) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", text):
+        raise ValueError("must be an HTTP header name such as X-Remote-User")
+    return text
+
+
 def webhook_url(value: Any) -> str:
     return _url(value, query_allowed=True)
 
@@ -243,6 +263,12 @@ _SETTINGS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "hook": (_text, None),
     "webhook_url": (webhook_url, None),
     "webhook_secret_file": (_text, None),
+    "log_format": (log_format, "text"),
+    "no_access_log": (_flag, False),
+    "auth_token_file": (_text, None),
+    "user_header": (header_name, None),
+    "rate_limit": (_integer(0, 1_000_000), 120),
+    "workers": (_integer(1, 64), 1),
 }
 REPEATABLE = ("allow_type", "trust_key_url", "cors_origin")
 
@@ -406,6 +432,15 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
         webhook_secret = _read_secret(
             values["webhook_secret_file"], "--webhook-secret-file"
         ).encode("utf-8")
+    auth_token = None
+    if values["auth_token_file"] is not None:
+        auth_token = _read_secret(values["auth_token_file"], "--auth-token-file")
+    elif environ.get("OSSCALLBACK_AUTH_TOKEN"):
+        auth_token = environ["OSSCALLBACK_AUTH_TOKEN"]
+    if auth_token is not None and len(auth_token) < 16:
+        raise ConfigError("The auth token must be at least 16 characters long.")
+    if values["workers"] > 1 and not values["port"].startswith("tcp:"):
+        raise ConfigError("--workers above 1 needs a tcp: port, which the workers share.")
     data_dir = values["data_dir"]
     return Settings(
         port=values["port"],
@@ -430,4 +465,10 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
         webhook_url=values["webhook_url"],
         token_secret=token_secret(data_dir, values["token_secret_file"]),
         webhook_secret=webhook_secret,
+        log_format=values["log_format"],
+        access_log=not values["no_access_log"],
+        auth_token=None if auth_token is None else auth_token.encode("utf-8"),
+        user_header=values["user_header"],
+        rate_limit=values["rate_limit"],
+        workers=values["workers"],
     )

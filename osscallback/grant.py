@@ -195,12 +195,17 @@ def _type_conditions(
 
 
 def new_grant(
-    rules: GrantRules, query: GrantQuery, now: datetime, nonce: bytes
+    rules: GrantRules,
+    query: GrantQuery,
+    now: datetime,
+    nonce: bytes,
+    user: str | None = None,
 ) -> tuple[Grant, list[Any], dict[str, str]]:
     """
     Choose the object key and limits for one upload.
 
     @param nonce: fresh random bytes that make the key unique.
+    @param user: the user, whose uploads go under a folder of their own.
     @return: the grant, its own policy conditions (key, size, content type;
         the callback and the signature conditions are added by the caller)
         and the extra form fields they need.
@@ -216,7 +221,7 @@ def new_grant(
     type_conditions, type_fields = _type_conditions(rules.allow_types, query.type)
     utc = now.astimezone(timezone.utc)
     unique = nonce.hex()
-    day = utc.strftime("%Y/%m/%d/")
+    day = (f"{user}/" if user else "") + utc.strftime("%Y/%m/%d/")
     extension = safe_extension(query.name)
     if rules.by_prefix:
         folder: str | None = f"{rules.upload_dir}{day}{unique}/"
@@ -236,6 +241,7 @@ def new_grant(
         max_size=limit,
         issued=issued,
         expires=issued + rules.expire,
+        user=user,
     )
     conditions = [
         key_condition,

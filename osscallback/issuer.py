@@ -36,6 +36,7 @@ class GrantIssuer:
         nonce: bytes,
         upload_url: str,
         callback_base: str,
+        user: str | None = None,
     ) -> dict[str, Any]:
         """
         The grant answer: the URL to POST to (and the method, as Uppy's
@@ -44,10 +45,12 @@ class GrantIssuer:
         confirms the upload if its callback fails.
 
         @param callback_base: the URL OSS calls back, without the token.
+        @param user: the user the grant is for, if known: their uploads get
+            keys of their own and records that name them.
         @raise osscallback.errors.Refusal: 400 when the query asks for more
             than the rules allow.
         """
-        grant, conditions, type_fields = new_grant(self.rules, query, now, nonce)
+        grant, conditions, type_fields = new_grant(self.rules, query, now, nonce, user)
         image = (query.type or "").startswith("image/")
         token = seal(grant, self.secret)
         callback = callback_parameter(f"{callback_base}/{token}", image)

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from osscallback.callback import load_public_key
 from osscallback.errors import Refusal
 from osscallback.lru import LRUCache
+from osscallback.metrics import Metrics
 
 # OSS documents its key URL with http://; fetch it over https regardless.
 _UPGRADE = ("http://gosspublic.alicdn.com/", "https://gosspublic.alicdn.com/")
@@ -86,6 +87,7 @@ class PublicKeyFetcher:
         ttl: float = 24 * 3600.0,
         failure_ttl: float = 5.0,
         capacity: int = 32,
+        metrics: Metrics | None = None,
     ) -> None:
         self._reactor = reactor
         self._http = http
@@ -99,6 +101,7 @@ class PublicKeyFetcher:
         )
         self._waiting: dict[str, list[Deferred[rsa.RSAPublicKey]]] = {}
         self.fetches = 0
+        self._metrics = metrics or Metrics()
 
     def trusted(self, url: str) -> bool:
         """
@@ -121,6 +124,7 @@ class PublicKeyFetcher:
                 "own key server is trusted unless --trust-key-url says otherwise.",
             )
         cached = self._cache.get(url, self._reactor.seconds())
+        self._metrics.key_cache.labels("miss" if cached is None else "hit").inc()
         if cached is None:
             return await self._join(url)
         if isinstance(cached, _Unavailable):
@@ -173,11 +177,13 @@ class PublicKeyFetcher:
                 "public key {url} unavailable: {reason}", url=url, reason=reason
             )
             self._cache.put(url, _Unavailable(), now + self._failure_ttl)
+            self._metrics.key_fetches.labels("failed").inc()
             for waiter in waiters:
                 if not waiter.called:
                     waiter.errback(self._unavailable())
             return
         self.log.info("public key {url} fetched", url=url)
+        self._metrics.key_fetches.labels("ok").inc()
         self._cache.put(url, result, now + self._ttl)
         for waiter in waiters:
             if not waiter.called:

@@ -293,6 +293,19 @@ class Ledger:
             raise _unavailable(e) from e
         return Upload(**{**asdict(upload), "id": id})
 
+    async def ping(self) -> None:
+        """
+        Check that the database answers.
+
+        @raise Refusal: 503 when it does not.
+        """
+
+        def ping(cursor: Transaction) -> None:
+            self._execute(cursor, "SELECT COUNT(*) FROM osscallback_schema")
+            cursor.fetchone()
+
+        await self._reading(ping)
+
     async def find(self, grant_id: str, key: str) -> Upload | None:
         """
         The record of this grant's upload of C{key}, if there is one.

@@ -4,6 +4,7 @@ Recording an upload: confirm it with the bucket, write it to the ledger
 exactly once, and hand it to the application.
 """
 
+import time
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
@@ -15,6 +16,7 @@ from osscallback.grant import Grant
 from osscallback.headobject import BucketReader, ObjectFacts
 from osscallback.hooks import IUploadHook, hook_answer
 from osscallback.ledger import AlreadyRecorded, Ledger, Upload
+from osscallback.metrics import Metrics
 
 HOOK_TIMEOUT = 3.0
 
@@ -54,12 +56,14 @@ class Recorder:
         reader: BucketReader | None,
         hook: IUploadHook | None,
         webhook: Callable[[], None] | None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._clock = clock
         self._ledger = ledger
         self.reader = reader
         self._hook = hook
         self._webhook = webhook
+        self._metrics = metrics or Metrics()
 
     def _upload(self, grant: Grant, key: str, size: int, etag: str, content_type: str,
                 request_id: str, width: int | None = None, height: int | None = None) -> Upload:
@@ -73,7 +77,9 @@ class Recorder:
 
     async def _write(self, upload: Upload) -> Upload:
         outbox_at = self._clock.seconds() if self._webhook is not None else None
+        started = time.perf_counter()
         recorded = await self._ledger.record(upload, outbox_at)
+        self._metrics.ledger_writes.observe(time.perf_counter() - started)
         self.log.info("recorded upload {key} as #{id}", key=recorded.key, id=recorded.id)
         if self._webhook is not None:
             self._webhook()

@@ -18,11 +18,14 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from osscallback.access import Access
 from osscallback.acceptance import CallbackAcceptor
 from osscallback.errors import Refusal
 from osscallback.grant import parse_query, unseal
 from osscallback.issuer import GrantIssuer
+from osscallback.keys import PublicKeySource
 from osscallback.ledger import Ledger
+from osscallback.metrics import Metrics
 from osscallback.recorder import Recorder
 
 log = Logger()
@@ -46,6 +49,8 @@ def refusal_body(request: Request, refusal: Refusal) -> bytes:
     """
     The JSON error answer for C{refusal}.
     """
+    for name, value in refusal.headers.items():
+        request.setHeader(name, value)
     return json_body(
         request, refusal.status, {"error": refusal.code, "message": refusal.message}
     )
@@ -65,11 +70,15 @@ def request_origin(request: Request) -> str:
 
 
 def render_later(
-    request: Request, work: Coroutine[Any, Any, tuple[int, Any]]
+    request: Request,
+    work: Coroutine[Any, Any, tuple[int, Any]],
+    outcome: Callable[[str], None] = lambda code: None,
 ) -> int:
     """
     Answer C{request} with the JSON that C{work} eventually gives, or its
     refusal; cancel C{work} if the client goes away first.
+
+    @param outcome: told C{ok}, or the error code of the answer.
     """
     finished = False
     answering = Deferred.fromCoroutine(work)
@@ -86,6 +95,7 @@ def render_later(
     request.notifyFinish().addCallbacks(done, gone)
 
     def answer(result: tuple[int, Any]) -> None:
+        outcome("ok")
         if not finished:
             request.write(json_body(request, *result))
             request.finish()
@@ -94,13 +104,12 @@ def render_later(
         if failure.check(CancelledError) and finished:
             return
         if failure.check(Refusal):
-            body = refusal_body(request, failure.value)
+            refusal = failure.value
         else:
             log.failure("answering {uri} failed", failure, uri=request.uri)
-            body = refusal_body(
-                request,
-                Refusal(500, "internal_error", "Something went wrong here; try again."),
-            )
+            refusal = Refusal(500, "internal_error", "Something went wrong here; try again.")
+        outcome(refusal.code)
+        body = refusal_body(request, refusal)
         if not finished:
             request.write(body)
             request.finish()
@@ -111,12 +120,28 @@ def render_later(
 
 class APIResource(Resource):
     """
-    A leaf of the API, answering a method it does not take with JSON.
+    A leaf of the API: CORS and its preflight, the bearer token for the
+    methods in C{protected}, and JSON for a method it does not take.
+
+    @ivar access: the access rules, open unless the site sets them.
     """
 
     isLeaf = True
+    access = Access()
+    protected: tuple[bytes, ...] = ()
 
     def render(self, request: Request) -> bytes | int:
+        try:
+            if request.method == b"OPTIONS":
+                methods = [m for m in (b"GET", b"POST") if hasattr(self, "render_" + m.decode())]
+                self.access.preflight(request, b", ".join(methods))
+                request.setResponseCode(204)
+                return b""
+            self.access.cors(request)
+            if request.method in self.protected:
+                self.access.authorize(request)
+        except Refusal as refusal:
+            return refusal_body(request, refusal)
         try:
             return super().render(request)
         except UnsupportedMethod as e:
@@ -138,7 +163,7 @@ class APIResource(Resource):
 
 class PolicyResource(APIResource):
     """
-    C{GET /policy}: an upload grant.
+    C{GET /policy}: an upload grant, for a client within its rate limit.
 
     @ivar upload_url: where browsers POST, or L{None} for this server's own
         C{/oss/} (local mode).
@@ -146,15 +171,19 @@ class PolicyResource(APIResource):
         server's own C{/callback}.
     """
 
+    protected = (b"GET",)
+
     def __init__(
         self,
         issuer: GrantIssuer,
         clock: IReactorTime,
         upload_url: str | None,
         callback_base: str | None,
+        metrics: Metrics,
         nonce: Callable[[int], bytes] = os.urandom,
     ) -> None:
         super().__init__()
+        self._metrics = metrics
         self._issuer = issuer
         self._clock = clock
         self._upload_url = upload_url
@@ -164,6 +193,8 @@ class PolicyResource(APIResource):
     def render_GET(self, request: Request) -> bytes:
         upload_url, callback_base = self._upload_url, self._callback_base
         try:
+            user = self.access.user(request)
+            self.access.throttle(user or getattr(request.getClientAddress(), "host", "-"))
             query = parse_query(request.args)
             if upload_url is None or callback_base is None:
                 origin = request_origin(request)
@@ -175,9 +206,12 @@ class PolicyResource(APIResource):
                 self._nonce(16),
                 upload_url,
                 callback_base,
+                user,
             )
         except Refusal as refusal:
+            self._metrics.grants.labels(refusal.code).inc()
             return refusal_body(request, refusal)
+        self._metrics.grants.labels("issued").inc()
         return json_body(request, 200, grant)
 
 
@@ -189,10 +223,13 @@ class CallbackResource(APIResource):
         this server's own C{/oss} (local mode).
     """
 
-    def __init__(self, acceptor: CallbackAcceptor, bucket_url: str | None) -> None:
+    def __init__(
+        self, acceptor: CallbackAcceptor, bucket_url: str | None, metrics: Metrics
+    ) -> None:
         super().__init__()
         self._acceptor = acceptor
         self._bucket_url = bucket_url
+        self._metrics = metrics
 
     def render_POST(self, request: Request) -> int | bytes:
         segments = request.postpath
@@ -203,7 +240,13 @@ class CallbackResource(APIResource):
             )
         request.content.seek(0)
         body = request.content.read()
-        return render_later(request, self._accept(segments[0], request, body))
+        return render_later(
+            request,
+            self._accept(segments[0], request, body),
+            lambda code: self._metrics.callbacks.labels(
+                "recorded" if code == "ok" else code
+            ).inc(),
+        )
 
     async def _accept(
         self, token: bytes, request: Request, body: bytes
@@ -222,8 +265,11 @@ class CallbackResource(APIResource):
 class UploadsResource(APIResource):
     """
     C{GET /uploads}: the recorded uploads, newest first.
-    C{POST /uploads/<token>/confirm}: record an upload whose callback failed.
+    C{POST /uploads/<token>/confirm}: record an upload whose callback failed
+    (its token is the authority).
     """
+
+    protected = (b"GET",)
 
     def __init__(
         self, ledger: Ledger, recorder: Recorder, secret: bytes,
@@ -322,6 +368,49 @@ class LimitsResource(APIResource):
 
     def render_GET(self, request: Request) -> bytes:
         return json_body(request, 200, self._limits)
+
+
+class MetricsResource(APIResource):
+    """
+    C{GET /metrics}: Prometheus text format.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        body = self._metrics.exposition()
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
+
+
+class ReadyResource(APIResource):
+    """
+    C{GET /readyz}: the ledger answers and the callback key is cached or
+    can be fetched.
+
+    @ivar key_url: the public key to check, or L{None} for none.
+    """
+
+    def __init__(self, ledger: Ledger, keys: PublicKeySource, key_url: str | None) -> None:
+        super().__init__()
+        self._ledger = ledger
+        self._keys = keys
+        self._key_url = key_url
+
+    def render_GET(self, request: Request) -> int:
+        return render_later(request, self._check())
+
+    async def _check(self) -> tuple[int, Any]:
+        try:
+            await self._ledger.ping()
+            if self._key_url is not None:
+                await self._keys.public_key(self._key_url)
+        except Refusal as refusal:
+            raise Refusal(503, "not_ready", f"Not ready: {refusal.message}") from None
+        return 200, {"status": "ready"}
 
 
 class HealthResource(APIResource):

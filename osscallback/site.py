@@ -5,6 +5,7 @@ whose bodies are read with a cap.
 """
 
 import re
+import time
 from io import BytesIO
 from typing import Any
 
@@ -16,6 +17,7 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from osscallback.errors import Refusal
+from osscallback.metrics import Metrics
 from osscallback.resources import refusal_body
 
 # OSS callback bodies are small, and no other API endpoint takes a body.
@@ -85,16 +87,26 @@ def content_security_policy(upload_origin: str | None) -> bytes:
 
 class UploadSite(Site):
     """
-    The site, knowing which paths take large bodies.
+    The site, knowing which paths take large bodies, timing every request,
+    and writing the access log unless told not to.
 
     @ivar large_bodies: path prefixes allowed L{MAX_UPLOAD_BODY} bytes of
         body instead of L{MAX_BODY}.
+    @ivar access_log: whether to write a line per request.
     """
 
     large_bodies: tuple[bytes, ...] = ()
+    access_log = True
+    metrics: Metrics
 
     def body_limit(self, path: bytes) -> int:
         return MAX_UPLOAD_BODY if path.startswith(self.large_bodies) else MAX_BODY
+
+    def log(self, request: Request) -> None:
+        elapsed = time.perf_counter() - getattr(request, "started", time.perf_counter())
+        self.metrics.latency.labels(self.metrics.endpoint(request.path)).observe(elapsed)
+        if self.access_log:
+            super().log(request)
 
 
 class BoundedRequest(Request):
@@ -108,6 +120,10 @@ class BoundedRequest(Request):
     body_too_large = False
     _received = 0
     _limit = MAX_BODY
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started = time.perf_counter()
 
     def gotLength(self, length: int | None) -> None:
         # The request line is parsed but not yet handed to the request; the
@@ -166,6 +182,8 @@ def make_site(
     client: FilePath[str],
     large_bodies: tuple[bytes, ...] = (),
     upload_origin: str | None = None,
+    metrics: Metrics | None = None,
+    access_log: bool = True,
 ) -> UploadSite:
     """
     The site: the browser client in C{client} at C{/} and the API resources
@@ -181,5 +199,7 @@ def make_site(
         root.putChild(name, resource)
     site = UploadSite(root, requestFactory=BoundedRequest, logFormatter=access_log_line)
     site.large_bodies = large_bodies
+    site.metrics = metrics or Metrics()
+    site.access_log = access_log
     site.displayTracebacks = False
     return site

@@ -16,10 +16,12 @@ from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 
+from osscallback.access import Access, RateLimiter
 from osscallback.acceptance import CallbackAcceptor
 from osscallback.headobject import BucketReader
 from osscallback.hooks import HookError, IUploadHook, load_hook
 from osscallback.ledger import Ledger
+from osscallback.metrics import Metrics
 from osscallback.recorder import Recorder
 from osscallback.webhook import WebhookOutbox
 from osscallback.config import REPEATABLE, ConfigError, Settings, load_settings
@@ -29,10 +31,13 @@ from osscallback.emulator.bucket import TrustingOwnKey, emulated_bucket
 from osscallback.keys import PublicKeyFetcher, PublicKeySource
 from osscallback.policy import V4Signer
 from osscallback.resources import (
+    APIResource,
     CallbackResource,
     HealthResource,
     LimitsResource,
+    MetricsResource,
     PolicyResource,
+    ReadyResource,
     UploadsResource,
 )
 from osscallback.site import UploadSite, make_site, web_root
@@ -59,6 +64,7 @@ class Options(usage.Options):
          "(automatic when no credentials are configured)."],
         ["no-confirm", None, "Do not confirm callbacks with HeadObject "
          "(faster, but a record then rests on the callback's word)."],
+        ["no-access-log", None, "Write no line per request (saves CPU)."],
     ]
     optParameters = [
         ["port", "p", None, "A port number or endpoint description [default: tcp:1234]."],
@@ -87,6 +93,14 @@ class Options(usage.Options):
         ["webhook-url", None, None, "POST every recorded upload as JSON to this URL."],
         ["webhook-secret-file", None, None,
          "A file holding the key of the webhook's HMAC-SHA256 signature."],
+        ["log-format", None, None, "text or json (one JSON object per line) [default: text]."],
+        ["auth-token-file", None, None,
+         "A file holding the bearer token /policy and /uploads need "
+         "[env OSSCALLBACK_AUTH_TOKEN]."],
+        ["user-header", None, None,
+         "Trust this header (set by a reverse proxy) to name the user."],
+        ["rate-limit", None, None, "Grants per minute per client, 0 for no limit [default: 120]."],
+        ["workers", None, None, "Processes sharing the port [default: 1]."],
     ]
 
     def __init__(self, reactor: Any = None, environ: Any = None) -> None:
@@ -130,7 +144,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         given = {name.replace("-", "_"): value for name, value in self.items()}
-        for flag in ("local", "no_confirm"):
+        for flag in ("local", "no_confirm", "no_access_log"):
             given[flag] = True if given[flag] else None
         try:
             self.settings = load_settings(given, self._environ)
@@ -142,6 +156,9 @@ class Options(usage.Options):
                 self.hook = load_hook(self.settings.hook)
             except HookError as e:
                 raise usage.UsageError(f"--hook: {e}") from None
+        if self.settings.log_format == "json" and self.parent is not None:
+            # twistd builds its logger from its own options after this.
+            self.parent["logger"] = "osscallback.logs.json_observer"
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
@@ -185,13 +202,17 @@ def build_site(
         allow_types=settings.allow_types,
         by_prefix=signer is None,
     )
+    metrics = Metrics()
     issuer = GrantIssuer(rules, credentials, signer, settings.token_secret)
-    keys: PublicKeySource = PublicKeyFetcher(reactor, http, settings.trust_key_urls)
+    keys: PublicKeySource = PublicKeyFetcher(
+        reactor, http, settings.trust_key_urls, metrics=metrics
+    )
     api: dict[bytes, Resource] = {
         b"policy": PolicyResource(
-            issuer, reactor, settings.endpoint, settings.callback_url
+            issuer, reactor, settings.endpoint, settings.callback_url, metrics
         ),
         b"healthz": HealthResource(),
+        b"metrics": MetricsResource(metrics),
     }
     if settings.local:
         api[b"oss"], own_key = emulated_bucket(
@@ -207,17 +228,27 @@ def build_site(
     outbox = None
     if settings.webhook_url is not None and settings.webhook_secret is not None:
         outbox = WebhookOutbox(
-            reactor, ledger, http, settings.webhook_url, settings.webhook_secret
+            reactor, ledger, http, settings.webhook_url, settings.webhook_secret,
+            metrics=metrics,
         )
     reader = (
         BucketReader(reactor, http, credentials, settings.region, settings.bucket)
         if settings.confirm
         else None
     )
-    recorder = Recorder(reactor, ledger, reader, hook, outbox.wake if outbox else None)
+    recorder = Recorder(
+        reactor, ledger, reader, hook, outbox.wake if outbox else None, metrics
+    )
     api[b"callback"] = CallbackResource(
         CallbackAcceptor(reactor, keys, settings.token_secret, recorder),
         settings.endpoint,
+        metrics,
+    )
+    oss_key = "https://gosspublic.alicdn.com/callback_pub_key_v1.pem"
+    api[b"readyz"] = ReadyResource(
+        ledger,
+        keys,
+        None if settings.local or not any(oss_key.startswith(p) for p in settings.trust_key_urls) else oss_key,
     )
     api[b"uploads"] = UploadsResource(
         ledger, recorder, settings.token_secret, reactor, settings.endpoint
@@ -229,8 +260,22 @@ def build_site(
     if settings.endpoint is not None:
         parts = urlsplit(settings.endpoint)
         upload_origin = f"{parts.scheme}://{parts.netloc}"
+    access = Access(
+        auth_token=settings.auth_token,
+        user_header=None if settings.user_header is None else settings.user_header.encode(),
+        cors_origins=settings.cors_origins,
+        limiter=RateLimiter(reactor, settings.rate_limit) if settings.rate_limit else None,
+    )
+    for resource in api.values():
+        if isinstance(resource, APIResource):
+            resource.access = access
     site = make_site(
-        api, web_root(), large_bodies=(b"/oss/",), upload_origin=upload_origin
+        api,
+        web_root(),
+        large_bodies=(b"/oss/",),
+        upload_origin=upload_origin,
+        metrics=metrics,
+        access_log=settings.access_log,
     )
     return site, outbox
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from osscallback.errors import Refusal
 from osscallback.ledger import Delivery, Ledger
+from osscallback.metrics import Metrics
 
 SIGNATURE_HEADER = b"x-osscallback-signature"
 TIMESTAMP_HEADER = b"x-osscallback-timestamp"
@@ -62,6 +63,7 @@ class WebhookOutbox(Service):
         secret: bytes,
         timeout: float = 10.0,
         idle: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._clock = clock
         self._ledger = ledger
@@ -73,6 +75,7 @@ class WebhookOutbox(Service):
         self._running: Deferred[None] | None = None
         self._again = False
         self._timer: IDelayedCall | None = None
+        self._metrics = metrics or Metrics()
 
     def startService(self) -> None:
         super().startService()
@@ -123,6 +126,10 @@ class WebhookOutbox(Service):
                 await self._deliver(delivery)
             if len(due) < 20:
                 break
+        try:
+            self._metrics.outbox.set(await self._ledger.pending())
+        except Refusal:
+            pass
 
     async def _deliver(self, delivery: Delivery) -> None:
         body = json.dumps(
