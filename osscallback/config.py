@@ -22,6 +22,9 @@ DEFAULT_TRUSTED_KEY_URLS = (
 )
 MAX_OBJECT_SIZE = 5 * 1024**3
 LOCAL_BUCKET = "local-bucket"
+# The throwaway local-mode credentials a first process hands its workers.
+LOCAL_KEY_ID = "OSSCALLBACK_LOCAL_KEY_ID"
+LOCAL_KEY_SECRET = "OSSCALLBACK_LOCAL_KEY_SECRET"
 LOCAL_REGION = "local"
 
 
@@ -397,7 +400,8 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
     local = values["local"] or key_id is None
     if local:
         credentials = Credentials(
-            "LTAILOCAL" + secrets.token_hex(8), secrets.token_urlsafe(24)
+            environ.get(LOCAL_KEY_ID) or "LTAILOCAL" + secrets.token_hex(8),
+            environ.get(LOCAL_KEY_SECRET) or secrets.token_urlsafe(24),
         )
         values["bucket"] = values["bucket"] or LOCAL_BUCKET
         values["region"] = values["region"] or LOCAL_REGION

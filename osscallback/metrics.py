@@ -3,7 +3,14 @@
 The server's Prometheus metrics, in a registry of their own.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ENDPOINTS = frozenset({"policy", "callback", "uploads", "limits", "oss", "healthz", "readyz", "metrics"})
@@ -16,6 +23,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # memory, CPU, open files
         self.grants = Counter(
             "osscallback_grants", "Upload grants asked for, by outcome "
             "(issued, or the refusal's error code).", ["outcome"], registry=self.registry,

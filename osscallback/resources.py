@@ -115,6 +115,11 @@ def render_later(
             request.finish()
 
     answering.addCallbacks(answer, fail)
+    # A stopping server waits for the answers in flight (after they are written).
+    in_flight = getattr(getattr(request, "site", None), "in_flight", None)
+    if in_flight is not None:
+        in_flight.add(answering)
+        answering.addBoth(lambda result: in_flight.discard(answering))
     return NOT_DONE_YET
 
 

@@ -9,6 +9,7 @@ import time
 from io import BytesIO
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.filepath import FilePath
 from twisted.web import pages
 from twisted.web.resource import Resource
@@ -98,6 +99,21 @@ class UploadSite(Site):
     large_bodies: tuple[bytes, ...] = ()
     access_log = True
     metrics: Metrics
+    in_flight: "set[Deferred[Any]]"
+
+    def drained(self, clock: Any, timeout: float) -> "Deferred[Any]":
+        """
+        Fires when the answers being worked on now are all given, or after
+        C{timeout} seconds, whichever comes first.
+        """
+
+        def observe(answer: "Deferred[Any]") -> "Deferred[None]":
+            given: Deferred[None] = Deferred()
+            answer.addBoth(lambda result: (given.called or given.callback(None), result)[1])
+            return given
+
+        waiting = DeferredList([observe(a) for a in self.in_flight], consumeErrors=True)
+        return waiting.addTimeout(timeout, clock, onTimeoutCancel=lambda *_: None)
 
     def body_limit(self, path: bytes) -> int:
         return MAX_UPLOAD_BODY if path.startswith(self.large_bodies) else MAX_BODY
@@ -199,6 +215,7 @@ def make_site(
         root.putChild(name, resource)
     site = UploadSite(root, requestFactory=BoundedRequest, logFormatter=access_log_line)
     site.large_bodies = large_bodies
+    site.in_flight = set()
     site.metrics = metrics or Metrics()
     site.access_log = access_log
     site.displayTracebacks = False

@@ -4,12 +4,15 @@ The twistd glue: command-line options and the service they make.
 """
 
 import os
+import signal
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -24,7 +27,15 @@ from osscallback.ledger import Ledger
 from osscallback.metrics import Metrics
 from osscallback.recorder import Recorder
 from osscallback.webhook import WebhookOutbox
-from osscallback.config import REPEATABLE, ConfigError, Settings, load_settings
+from osscallback.workers import WORKER_ENVIRONMENT, ReusePortService, WorkerProcesses
+from osscallback.config import (
+    LOCAL_KEY_ID,
+    LOCAL_KEY_SECRET,
+    REPEATABLE,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 from osscallback.grant import GrantRules
 from osscallback.issuer import GrantIssuer
 from osscallback.emulator.bucket import TrustingOwnKey, emulated_bucket
@@ -137,6 +148,7 @@ class Options(usage.Options):
         Parse, and turn a usage error into one line on standard error and
         exit status 1, instead of twistd's whole help text.
         """
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -318,10 +330,86 @@ class LedgerService(Service):
         self._ledger.close()
 
 
+class OrderedServices(MultiService):
+    """
+    Services that stop one after another, last started first, each done
+    before the next is stopped: stop listening, let answers finish, flush
+    the outbox, close the ledger.
+    """
+
+    def stopService(self) -> "Deferred[None]":
+        Service.stopService(self)
+
+        async def stop() -> None:
+            for service in reversed(list(self)):
+                await maybeDeferred(service.stopService)
+
+        return Deferred.fromCoroutine(stop())
+
+
+class StopOnSigterm(Service):
+    """
+    SIGTERM stops the reactor like a clean stop, so that twistd exits 0
+    after the orderly shutdown rather than dying of the signal.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+
+        def stop(signum: int, frame: Any) -> None:
+            self.log.info("SIGTERM: stopping in order")
+            self._reactor.callFromThread(self._reactor.stop)
+
+        def install() -> None:
+            # After the reactor has installed its own handlers.
+            if self.running:
+                self._previous = signal.signal(signal.SIGTERM, stop)
+
+        self._reactor.callWhenRunning(install)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+class DrainService(Service):
+    """
+    At stop, waits (a bounded time) for the answers being worked on.
+    """
+
+    def __init__(self, site: UploadSite, clock: Any, timeout: float = 10.0) -> None:
+        self._site = site
+        self._clock = clock
+        self._timeout = timeout
+
+    log = Logger()
+
+    def stopService(self) -> "Deferred[Any]":
+        super().stopService()
+        self.log.info(
+            "stopping: waiting for {count} answers (at most {timeout:.0f} s)",
+            count=len(self._site.in_flight), timeout=self._timeout,
+        )
+        drained = self._site.drained(self._clock, self._timeout)
+        # The answers are written; give the sockets a moment to send them
+        # before the reactor closes every connection.
+        drained.addCallback(lambda _: deferLater(self._clock, 0.2, lambda: None))
+        return drained
+
+
 def makeService(options: Options) -> IService:
     """
-    The service twistd runs: the site on the configured endpoint, the
-    ledger and the webhook outbox.
+    The service twistd runs: the site on the configured endpoint (shared
+    with more worker processes when asked), the ledger and the webhook
+    outbox; on SIGTERM they stop in order.
     """
     from twisted.internet import reactor
     from treq.client import HTTPClient
@@ -339,9 +427,22 @@ def makeService(options: Options) -> IService:
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
     ledger = Ledger.open(settings.database, reactor)
     site, outbox = build_site(settings, reactor, http, ledger, options.hook)
-    service = MultiService()
+    service = OrderedServices()
+    StopOnSigterm(reactor).setServiceParent(service)
     LedgerService(ledger, reactor).setServiceParent(service)
     if outbox is not None:
         outbox.setServiceParent(service)
-    StreamServerEndpointService(options.endpoint, site).setServiceParent(service)
+    DrainService(site, reactor).setServiceParent(service)
+    worker = os.environ.get(WORKER_ENVIRONMENT)
+    if settings.workers > 1 or worker:
+        ReusePortService(reactor, settings.port, site).setServiceParent(service)
+    else:
+        StreamServerEndpointService(options.endpoint, site).setServiceParent(service)
+    if settings.workers > 1 and not worker:
+        environ = dict(os.environ)
+        if settings.local:
+            # Every worker must sign and check with the same throwaway keys.
+            environ[LOCAL_KEY_ID] = settings.credentials.access_key_id
+            environ[LOCAL_KEY_SECRET] = settings.credentials.access_key_secret
+        WorkerProcesses(reactor, settings.workers - 1, options.arguments, environ).setServiceParent(service)
     return service
