@@ -339,22 +339,34 @@ class Ledger:
 
         return await self._reading(recent)
 
-    async def due(self, now: float, limit: int) -> list[Delivery]:
+    async def due(self, now: float, limit: int, lease: float = 60.0) -> list[Delivery]:
         """
-        Webhook deliveries whose time has come, oldest first.
+        Claim the webhook deliveries whose time has come, oldest first, for
+        C{lease} seconds: another process (or host) asking meanwhile does
+        not get them, and gets them again if the claimer dies.
         """
 
         def due(cursor: Transaction) -> list[Delivery]:
             self._execute(
                 cursor,
-                "SELECT outbox.id, outbox.attempts, "
+                "SELECT outbox.id, outbox.attempts, outbox.next_attempt_at, "
                 + ", ".join(f"uploads.{c.strip()}" for c in ("id", *_COLUMNS.split(",")))
                 + " FROM outbox JOIN uploads ON uploads.id = outbox.upload_id"
                 " WHERE outbox.delivered_at IS NULL AND outbox.next_attempt_at <= ?"
                 " ORDER BY outbox.next_attempt_at, outbox.id LIMIT ?",
                 now, limit,
             )
-            return [Delivery(row[0], row[1], _upload(row[2:])) for row in cursor.fetchall()]
+            claimed = []
+            for row in cursor.fetchall():
+                self._execute(
+                    cursor,
+                    "UPDATE outbox SET next_attempt_at = ? "
+                    "WHERE id = ? AND next_attempt_at = ? AND delivered_at IS NULL",
+                    now + lease, row[0], row[2],
+                )
+                if cursor.rowcount == 1:
+                    claimed.append(Delivery(row[0], row[1], _upload(row[3:])))
+            return claimed
 
         return await self._reading(due)
 

@@ -98,6 +98,8 @@ class SQLiteLedgerTests(TestCase):
         self.assertEqual(await ledger.due(99.0, 10), [])
         (delivery,) = await ledger.due(100.0, 10)
         self.assertEqual((delivery.attempts, delivery.upload), (0, recorded))
+        self.assertEqual(await ledger.due(100.0, 10), [])  # claimed for a while
+        self.assertEqual(len(await ledger.due(160.0, 10)), 1)  # the claim lapsed
         await ledger.postpone(delivery.id, 1, 104.0, "down")
         self.assertEqual(await ledger.due(103.0, 10), [])
         (again,) = await ledger.due(104.0, 10)
