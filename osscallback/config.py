@@ -446,6 +446,10 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
     if values["workers"] > 1 and not values["port"].startswith("tcp:"):
         raise ConfigError("--workers above 1 needs a tcp: port, which the workers share.")
     data_dir = values["data_dir"]
+    try:
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--data-dir: cannot create {data_dir}: {e.strerror}.") from None
     return Settings(
         port=values["port"],
         local=local,

@@ -183,8 +183,10 @@ class LoadSettingsTests(SynchronousTestCase):
 
     def test_tokenSecretFile(self) -> None:
         """
-        A token secret file is used as given, and must be long enough.
+        A token secret file is used as given, and must be long enough; the
+        data folder is made all the same, for the ledger.
         """
         path = self.write("x" * 40)
         self.assertEqual(self.load({"token_secret_file": path}).token_secret, b"x" * 40)
+        self.assertTrue(os.path.isdir(self.data))
         self.assertIn("32", self.refused({"token_secret_file": self.write("short")}))

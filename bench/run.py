@@ -1,0 +1,295 @@
+"""
+The osscallback benchmark: grants and callbacks against the stand-ins and
+bare Twisted, 1 and 2 workers, a cold-key burst, and memory over 100k
+requests, all on loopback in one run.  Writes bench/RESULTS.md and
+bench/throughput.png.
+
+    .venv/bin/python bench/run.py [--seconds 5] [--quick]
+
+Needs wrk (Debian's package) and matplotlib; see bench/README.md.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from osscallback.callback import sign_callback  # noqa: E402
+from osscallback.grant import Grant, seal  # noqa: E402
+from tests.fixtures import callback_private_key  # noqa: E402
+
+PYTHON = sys.executable
+TWISTD = str(Path(PYTHON).parent / "twistd")
+CONCURRENCY = (1, 10, 50, 200)
+BUCKET = "bench-bucket"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """
+    A server under test in a subprocess, waited for until it accepts.
+    """
+
+    def __init__(self, command: list[str], port: int, env: dict[str, str] | None = None,
+                 log: Path | None = None) -> None:
+        self.port = port
+        self.log = open(log or os.devnull, "wb")
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=self.log,
+            stderr=subprocess.STDOUT, cwd=tempfile.gettempdir(),
+        )
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{command} did not start")
+
+    def pids(self) -> list[int]:
+        children = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [self.process.pid, *(int(p) for p in children.stdout.split())]
+
+    def rss_and_fds(self) -> tuple[int, int]:
+        rss = fds = 0
+        for pid in self.pids():
+            with open(f"/proc/{pid}/status") as f:
+                rss += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+        return rss, fds
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def wrk(url: str, connections: int, seconds: float, script: list[str] | None = None) -> dict:
+    """
+    Run wrk (one thread) and read its figures.
+    """
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if script:
+        command += ["-s", script[0], url, "--", *script[1:]]
+    else:
+        command.append(url)
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+
+    def latency(p: str) -> float:
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(match.group(1)), match.group(2)
+        return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": latency("50"), "p90": latency("90"), "p99": latency("99"),
+        "errors": sum(int(n) for n in errors.groups()) if errors else 0,
+        "non2xx": int(bad.group(1)) if bad else 0,
+    }
+
+
+def callbacks_file(path: Path, count: int, secret: bytes, key_url: str) -> None:
+    """
+    Write C{count} distinct valid callbacks, one per fresh grant, in the
+    format bench/callbacks.lua reads.
+    """
+    key = callback_private_key()
+    key_header = base64.b64encode(key_url.encode()).decode()
+    now = int(time.time())
+    with open(path, "w") as f:
+        for n in range(count):
+            grant = Grant(f"{n:032x}", f"uploads/bench/{n}.bin", None, BUCKET, 1000, now, now + 86400)
+            target = f"/callback/{seal(grant, secret)}"
+            body = urlencode({"bucket": BUCKET, "object": grant.key, "size": 100,
+                              "etag": "0" * 32, "mimeType": "application/octet-stream"})
+            signature = sign_callback(key, target.encode(), body.encode()).decode()
+            f.write(f"{target}\t{signature}\t{key_header}\t{body}\n")
+
+
+class Bench:
+    def __init__(self, seconds: float, quick: bool) -> None:
+        self.seconds = seconds
+        self.quick = quick
+        self.scratch = Path(tempfile.mkdtemp(prefix="osscallback-bench-"))
+        self.secret = secrets.token_hex(32).encode()
+        (self.scratch / "token-secret").write_bytes(self.secret)
+        (self.scratch / "token-secret").chmod(0o600)
+        self.results: dict = {"throughput": {}, "notes": []}
+
+    def keyserver(self, delay: float = 0.0) -> Process:
+        port = free_port()
+        return Process([PYTHON, str(HERE / "keyserver.py"), str(port), str(delay)], port)
+
+    def osscallback(self, key_port: int, *extra: str) -> Process:
+        port = free_port()
+        data = self.scratch / f"data-{port}"
+        command = [
+            TWISTD, "-n", "--pidfile=", "osscallback", "--port", f"tcp:{port}:interface=127.0.0.1",
+            "--bucket", BUCKET, "--region", "cn-hangzhou",
+            "--callback-url", f"http://127.0.0.1:{port}/callback",
+            "--trust-key-url", f"http://127.0.0.1:{key_port}/",
+            "--token-secret-file", str(self.scratch / "token-secret"),
+            "--data-dir", str(data), "--no-confirm", "--rate-limit", "0", *extra,
+        ]
+        env = {"OSS_ACCESS_KEY_ID": "LTAIBENCH", "OSS_ACCESS_KEY_SECRET": "bench-secret",
+               "PYTHONPATH": str(ROOT)}
+        return Process(command, port, env, self.scratch / f"osscallback-{port}.log")
+
+    def series(self, name: str, url: str, script: list[str] | None = None,
+               levels: tuple[int, ...] = CONCURRENCY) -> None:
+        rows = {}
+        for connections in levels:
+            rows[connections] = wrk(url, connections, self.seconds, script)
+            print(f"  {name:28} c={connections:<4} {rows[connections]['rps']:9.0f}/s "
+                  f"p50 {rows[connections]['p50']:.2f} ms p99 {rows[connections]['p99']:.2f} ms "
+                  f"errors {rows[connections]['errors']} non-2xx {rows[connections]['non2xx']}", flush=True)
+        self.results["throughput"][name] = rows
+
+    def throughput(self) -> None:
+        keys = self.keyserver()
+        key_url = f"http://127.0.0.1:{keys.port}/callback_pub_key.pem"
+        lines = self.scratch / "callbacks.txt"
+        callbacks_file(lines, 20000 if self.quick else 120000, self.secret, key_url)
+        script = [str(HERE / "callbacks.lua"), str(lines)]
+        try:
+            print("grants", flush=True)
+            for mode in ("sample", "tuned"):
+                port = free_port()
+                server = Process([PYTHON, str(HERE / "standins.py"), mode, str(port), key_url, "s"], port)
+                self.series(f"grant {mode} stand-in", f"http://127.0.0.1:{port}/policy")
+                self.series(f"callback {mode} stand-in", f"http://127.0.0.1:{port}/", script)
+                server.stop()
+            port = free_port()
+            bare = Process([PYTHON, str(HERE / "bare.py"), str(port)], port)
+            self.series("grant bare Twisted GET", f"http://127.0.0.1:{port}/policy")
+            self.series("callback bare Twisted POST", f"http://127.0.0.1:{port}/", script)
+            bare.stop()
+            server = self.osscallback(keys.port)
+            self.series("grant osscallback", f"http://127.0.0.1:{server.port}/policy?name=a.png&size=1000")
+            self.series("callback osscallback", f"http://127.0.0.1:{server.port}/", script)
+            server.stop()
+            for workers in (1, 2):
+                server = self.osscallback(keys.port, "--workers", str(workers))
+                time.sleep(2)
+                self.series(f"grant osscallback {workers} worker(s)",
+                            f"http://127.0.0.1:{server.port}/policy?name=a.png&size=1000", levels=(50,))
+                server.stop()
+        finally:
+            keys.stop()
+
+    def cold_burst(self) -> None:
+        """
+        50 concurrent callbacks with an empty key cache and a key server
+        that takes 300 ms: how many fetches, and when the last answer comes.
+        """
+        delay = 0.3
+        keys = self.keyserver(delay)
+        key_url = f"http://127.0.0.1:{keys.port}/callback_pub_key.pem"
+        lines = self.scratch / "burst.txt"
+        callbacks_file(lines, 50, self.secret, key_url)
+        server = self.osscallback(keys.port)
+        requests = [line.rstrip("\n").split("\t") for line in open(lines)]
+        answers: list[int] = []
+        barrier = threading.Barrier(len(requests))
+
+        def call(path: str, auth: str, key_header: str, body: str) -> None:
+            connection = socket.create_connection(("127.0.0.1", server.port))
+            barrier.wait()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{server.port}{path}", data=body.encode(), method="POST",
+                headers={"Authorization": auth, "x-oss-pub-key-url": key_header,
+                         "Content-Type": "application/x-www-form-urlencoded"})
+            connection.close()
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answers.append(response.status)
+
+        threads = [threading.Thread(target=call, args=r) for r in requests]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        fetches = int(urllib.request.urlopen(f"http://127.0.0.1:{keys.port}/count").read())
+        self.results["cold"] = {"callbacks": len(answers), "ok": answers.count(200),
+                                "fetches": fetches, "fetch_seconds": delay, "last_answer": elapsed}
+        print("cold burst", self.results["cold"], flush=True)
+        server.stop()
+        keys.stop()
+
+    def memory(self) -> None:
+        """
+        RSS and open files of the server before, during and after 100k
+        grants and 100k callbacks.
+        """
+        total = 20000 if self.quick else 100000
+        keys = self.keyserver()
+        key_url = f"http://127.0.0.1:{keys.port}/callback_pub_key.pem"
+        lines = self.scratch / "memory.txt"
+        callbacks_file(lines, total, self.secret, key_url)
+        server = self.osscallback(keys.port, "--no-access-log")
+        samples = []
+        grant_url = f"http://127.0.0.1:{server.port}/policy?name=a.png&size=1000"
+        callback_url = f"http://127.0.0.1:{server.port}/"
+        subprocess.run(["wrk", "-t1", "-c10", "-d2s", grant_url], capture_output=True)
+        samples.append(("warm", *server.rss_and_fds()))
+        for label, url, script in (("grants", grant_url, None),
+                                   ("callbacks", callback_url, [str(HERE / "callbacks.lua"), str(lines)])):
+            done = 0
+            while done < total:
+                figures = wrk(url, 50, 3, script)
+                done += int(figures["rps"] * 3)
+                samples.append((f"{label} ~{min(done, total) // 1000}k", *server.rss_and_fds()))
+        self.results["memory"] = samples
+        print("memory", samples, flush=True)
+        server.stop()
+        keys.stop()
+
+    def write(self) -> None:
+        (HERE / "results.json").write_text(json.dumps(self.results, indent=1))
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/run.py needs wrk: apt-get install wrk")
+    bench = Bench(options.seconds, options.quick)
+    bench.throughput()
+    bench.cold_burst()
+    bench.memory()
+    bench.write()
+    subprocess.run([PYTHON, str(HERE / "report.py")], check=True)
+
+
+if __name__ == "__main__":
+    main()
