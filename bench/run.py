@@ -92,12 +92,15 @@ def wrk(url: str, connections: int, seconds: float, script: list[str] | None = N
     """
     Run wrk (one thread) and read its figures.
     """
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "--timeout", "10s"]
     if script:
         command += ["-s", script[0], url, "--", *script[1:]]
     else:
         command.append(url)
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    run = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    out = run.stdout
+    if "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed on {url}: {out} {run.stderr}")
 
     def latency(p: str) -> float:
         match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -165,6 +168,10 @@ class Bench:
                levels: tuple[int, ...] = CONCURRENCY) -> None:
         rows = {}
         for connections in levels:
+            if script:  # fresh callbacks for each run
+                first = self.next_callback
+                self.next_callback += self.per_run
+                script = [*script[:2], str(first), str(self.next_callback - 1)]
             rows[connections] = wrk(url, connections, self.seconds, script)
             print(f"  {name:28} c={connections:<4} {rows[connections]['rps']:9.0f}/s "
                   f"p50 {rows[connections]['p50']:.2f} ms p99 {rows[connections]['p99']:.2f} ms "
@@ -175,7 +182,8 @@ class Bench:
         keys = self.keyserver()
         key_url = f"http://127.0.0.1:{keys.port}/callback_pub_key.pem"
         lines = self.scratch / "callbacks.txt"
-        callbacks_file(lines, 20000 if self.quick else 120000, self.secret, key_url)
+        self.per_run = int(self.seconds * 6000)  # more than a run can send
+        callbacks_file(lines, self.per_run * len(CONCURRENCY), self.secret, key_url)
         script = [str(HERE / "callbacks.lua"), str(lines)]
         try:
             print("grants", flush=True)
@@ -183,15 +191,18 @@ class Bench:
                 port = free_port()
                 server = Process([PYTHON, str(HERE / "standins.py"), mode, str(port), key_url, "s"], port)
                 self.series(f"grant {mode} stand-in", f"http://127.0.0.1:{port}/policy")
+                self.next_callback = 1
                 self.series(f"callback {mode} stand-in", f"http://127.0.0.1:{port}/", script)
                 server.stop()
             port = free_port()
             bare = Process([PYTHON, str(HERE / "bare.py"), str(port)], port)
             self.series("grant bare Twisted GET", f"http://127.0.0.1:{port}/policy")
+            self.next_callback = 1
             self.series("callback bare Twisted POST", f"http://127.0.0.1:{port}/", script)
             bare.stop()
             server = self.osscallback(keys.port)
             self.series("grant osscallback", f"http://127.0.0.1:{server.port}/policy?name=a.png&size=1000")
+            self.next_callback = 1
             self.series("callback osscallback", f"http://127.0.0.1:{server.port}/", script)
             server.stop()
             for workers in (1, 2):
@@ -263,6 +274,8 @@ class Bench:
                                    ("callbacks", callback_url, [str(HERE / "callbacks.lua"), str(lines)])):
             done = 0
             while done < total:
+                if script:
+                    script = [*script[:2], str(done + 1), str(total)]
                 figures = wrk(url, 50, 3, script)
                 done += int(figures["rps"] * 3)
                 samples.append((f"{label} ~{min(done, total) // 1000}k", *server.rss_and_fds()))

@@ -51,9 +51,12 @@ from osscallback.resources import (
     ReadyResource,
     UploadsResource,
 )
-from osscallback.site import UploadSite, make_site, web_root
+from osscallback.site import UploadSite, limit_connections, make_site, web_root
 
 log = Logger()
+
+# Open connections one process serves at most; more are closed at once.
+MAX_CONNECTIONS = 2000
 
 
 class Options(usage.Options):
@@ -427,6 +430,9 @@ def makeService(options: Options) -> IService:
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
     ledger = Ledger.open(settings.database, reactor)
     site, outbox = build_site(settings, reactor, http, ledger, options.hook)
+    # Access lines go to standard output directly, line by line.
+    site.access_stream = os.fdopen(os.dup(1), "w", buffering=1)
+    site.access_json = settings.log_format == "json"
     service = OrderedServices()
     StopOnSigterm(reactor).setServiceParent(service)
     LedgerService(ledger, reactor).setServiceParent(service)
@@ -434,10 +440,11 @@ def makeService(options: Options) -> IService:
         outbox.setServiceParent(service)
     DrainService(site, reactor).setServiceParent(service)
     worker = os.environ.get(WORKER_ENVIRONMENT)
+    listening = limit_connections(site, MAX_CONNECTIONS)
     if settings.workers > 1 or worker:
-        ReusePortService(reactor, settings.port, site).setServiceParent(service)
+        ReusePortService(reactor, settings.port, listening).setServiceParent(service)
     else:
-        StreamServerEndpointService(options.endpoint, site).setServiceParent(service)
+        StreamServerEndpointService(options.endpoint, listening).setServiceParent(service)
     if settings.workers > 1 and not worker:
         environ = dict(os.environ)
         if settings.local:

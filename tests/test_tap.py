@@ -102,8 +102,10 @@ class ServiceTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         port, factory, _, interface = reactor.tcpServers[0]
         self.assertEqual((port, interface), (8123, "127.0.0.1"))
-        self.assertIn(b"policy", factory.resource.children)
-        self.assertIn(b"callback", factory.resource.children)
+        site = factory.wrappedFactory  # behind the connection limit
+        self.assertEqual(factory.limit, tap.MAX_CONNECTIONS)
+        self.assertIn(b"policy", site.resource.children)
+        self.assertIn(b"callback", site.resource.children)
 
 
 class PluginTests(SynchronousTestCase):
