@@ -9,11 +9,12 @@ object key): a replayed or doubly delivered callback can never make a
 second record, whatever the timing.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from osscallback.errors import Refusal
@@ -70,6 +71,9 @@ class Delivery:
     attempts: int
     upload: Upload
 
+
+# Records written in one transaction at most.
+_BATCH = 200
 
 _COLUMNS = (
     "grant_id, object_key, bucket, size, etag, content_type, width, height, "
@@ -173,6 +177,8 @@ class Ledger:
     def __init__(self, pool: ConnectionPool, dialect: _Dialect) -> None:
         self._pool = pool
         self._dialect = dialect
+        self._waiting: list[tuple[Upload, float | None, Deferred[int]]] = []
+        self._writing = False
 
     @classmethod
     def open(cls, url: str, reactor: Any) -> "Ledger":
@@ -259,39 +265,77 @@ class Ledger:
     async def record(self, upload: Upload, outbox_at: float | None) -> Upload:
         """
         Record C{upload} and, when C{outbox_at} is given, queue its webhook
-        delivery for then, in one transaction.
+        delivery for then; committed before this returns.
+
+        Records that arrive while a commit is under way are written together
+        in the next transaction (group commit: one disk flush for many).
 
         @raise AlreadyRecorded: if this grant's upload of this key is
             recorded already.
         @raise Refusal: 503 if the database cannot be written.
         """
-        integrity = self._pool.dbapi.IntegrityError
+        written: Deferred[int] = Deferred()
+        self._waiting.append((upload, outbox_at, written))
+        if not self._writing:
+            self._write_next()
+        id = await written
+        return replace(upload, id=id)
 
-        def record(cursor: Transaction) -> int:
+    def _insert(self, cursor: Transaction, upload: Upload, outbox_at: float | None) -> int:
+        self._execute(
+            cursor,
+            f"INSERT INTO uploads ({_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            upload.grant_id, upload.key, upload.bucket, upload.size, upload.etag,
+            upload.content_type, upload.width, upload.height, upload.user,
+            upload.granted_at, upload.received_at, upload.request_id,
+        )
+        (id,) = cursor.fetchone()
+        if outbox_at is not None:
             self._execute(
                 cursor,
-                f"INSERT INTO uploads ({_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                upload.grant_id, upload.key, upload.bucket, upload.size, upload.etag,
-                upload.content_type, upload.width, upload.height, upload.user,
-                upload.granted_at, upload.received_at, upload.request_id,
+                "INSERT INTO outbox (upload_id, next_attempt_at) VALUES (?, ?)",
+                id, outbox_at,
             )
-            (id,) = cursor.fetchone()
-            if outbox_at is not None:
-                self._execute(
-                    cursor,
-                    "INSERT INTO outbox (upload_id, next_attempt_at) VALUES (?, ?)",
-                    id, outbox_at,
-                )
-            return id
+        return id
+
+    def _write_next(self) -> None:
+        batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
+        self._writing = True
+        writing = Deferred.fromCoroutine(self._write(batch))
+        writing.addBoth(lambda _: self._written())
+
+    def _written(self) -> None:
+        self._writing = False
+        if self._waiting:
+            self._write_next()
+
+    async def _write(self, batch: list[tuple[Upload, float | None, "Deferred[int]"]]) -> None:
+        """
+        Write a batch in one transaction; if one of them is a duplicate,
+        write each alone, so that only the duplicate fails.
+        """
+        integrity = self._pool.dbapi.IntegrityError
+
+        def together(cursor: Transaction) -> list[int]:
+            return [self._insert(cursor, upload, at) for upload, at, _ in batch]
 
         try:
-            id = await self._run(record)
+            ids = await self._run(together)
         except integrity:
-            raise AlreadyRecorded() from None
+            if len(batch) > 1:
+                for one in batch:
+                    await self._write([one])
+                return
+            batch[0][2].errback(AlreadyRecorded())
+            return
         except Exception as e:
-            raise _unavailable(e) from e
-        return Upload(**{**asdict(upload), "id": id})
+            refusal = _unavailable(e)
+            for _, _, written in batch:
+                written.errback(refusal)
+            return
+        for (_, _, written), id in zip(batch, ids):
+            written.callback(id)
 
     async def ping(self) -> None:
         """
