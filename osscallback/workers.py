@@ -6,7 +6,6 @@ process starts the others and stops them with itself.
 """
 
 import os
-import signal
 import socket
 import sys
 from typing import Any

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 from osscallback.callback import sign_callback
 from osscallback.config import Settings
 from osscallback.credentials import Credentials
+from osscallback.ledger import Ledger
 from tests.fixtures import callback_private_key
 
 KEY_URL = "https://keys.test/callback_pub_key.pem"
@@ -135,14 +136,12 @@ def png(width: int, height: int) -> bytes:
     )
 
 
-async def open_ledger(case: Any, url: str | None = None) -> "Ledger":
+async def open_ledger(case: Any, url: str | None = None) -> Ledger:
     """
     A migrated ledger for a test, SQLite in a fresh file unless C{url}
     says otherwise, closed when the test ends.
     """
     from twisted.internet import reactor
-
-    from osscallback.ledger import Ledger
 
     ledger = Ledger.open(url or f"sqlite:///{case.mktemp()}.sqlite3", reactor)
     case.addCleanup(ledger.close)

@@ -4,7 +4,6 @@ Playwright), against the server started as users start it: twistd in local
 mode on a loopback port.  Screenshots go to the test's temporary folder.
 """
 
-import json
 import os
 import shutil
 import socket

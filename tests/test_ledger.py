@@ -4,7 +4,6 @@ PostgreSQL server with the same schema.
 """
 
 from dataclasses import replace
-from typing import Any
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
