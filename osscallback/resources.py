@@ -5,7 +5,6 @@ code, and serialises the answer as JSON; nothing else.
 """
 
 import json
-import os
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Coroutine
@@ -21,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from osscallback.access import Access
 from osscallback.acceptance import CallbackAcceptor
 from osscallback.errors import Refusal
-from osscallback.grant import parse_query, unseal
+from osscallback.grant import NoncePool, parse_query, unseal
 from osscallback.issuer import GrantIssuer
 from osscallback.keys import PublicKeySource
 from osscallback.ledger import Ledger
@@ -185,7 +184,7 @@ class PolicyResource(APIResource):
         upload_url: str | None,
         callback_base: str | None,
         metrics: Metrics,
-        nonce: Callable[[int], bytes] = os.urandom,
+        nonce: Callable[[int], bytes] | None = None,
     ) -> None:
         super().__init__()
         self._metrics = metrics
@@ -193,7 +192,7 @@ class PolicyResource(APIResource):
         self._clock = clock
         self._upload_url = upload_url
         self._callback_base = callback_base
-        self._nonce = nonce
+        self._nonce = nonce or NoncePool()
 
     def render_GET(self, request: Request) -> bytes:
         upload_url, callback_base = self._upload_url, self._callback_base

@@ -13,6 +13,7 @@ from osscallback.grant import (
     Grant,
     GrantQuery,
     GrantRules,
+    NoncePool,
     new_grant,
     parse_query,
     safe_extension,
@@ -251,3 +252,26 @@ class AdmitsTests(SynchronousTestCase):
         self.assertIsNone(grant.admits("b-1", "u/f/photo.jpg", 1))
         self.assertIsNotNone(grant.admits("b-1", "u/f/", 1))
         self.assertIsNotNone(grant.admits("b-1", "u/f2/x", 1))
+
+
+class NoncePoolTests(SynchronousTestCase):
+    """
+    L{NoncePool}.
+    """
+
+    def test_slicesFreshBytes(self) -> None:
+        """
+        Nonces are consecutive, never reused slices of the source's bytes,
+        read 4 KiB at a time.
+        """
+        reads: list[int] = []
+
+        def source(size: int) -> bytes:
+            reads.append(size)
+            return bytes(range(256)) * (size // 256)
+
+        pool = NoncePool(source)
+        nonces = [pool(16) for _ in range(257)]
+        self.assertEqual(nonces[0], bytes(range(16)))
+        self.assertEqual(nonces[1], bytes(range(16, 32)))
+        self.assertEqual(reads, [4096, 4096])

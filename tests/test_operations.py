@@ -197,6 +197,20 @@ class LogTests(ServerCase):
             "namespace": "osscallback.x", "message": "stored a/b.png", "key": "a/b.png", "size": 3,
         })
 
+    def test_jsonAccessLog(self) -> None:
+        """
+        With --log-format json the access log's lines are JSON too, and all
+        of them are written by the time the server has stopped.
+        """
+        origin = self.serve("--log-format", "json")
+        for _ in range(3):
+            fetch(origin + "/policy?name=a.txt")
+        self.server.terminate()
+        self.server.wait(15)
+        records = [json.loads(line) for line in self.output().splitlines()]
+        access = [r for r in records if r["namespace"] == "osscallback.access"]
+        self.assertEqual(sum("GET /policy?name=a.txt" in r["message"] for r in access), 3)
+
     def test_jsonServerAndNoAccessLog(self) -> None:
         """
         With --log-format json every line the server writes is JSON, and
