@@ -57,6 +57,8 @@ log = Logger()
 
 # Open connections one process serves at most; more are closed at once.
 MAX_CONNECTIONS = 2000
+# The key OSS signs callbacks with.
+OSS_KEY_URL = "https://gosspublic.alicdn.com/callback_pub_key_v1.pem"
 
 
 class Options(usage.Options):
@@ -259,12 +261,11 @@ def build_site(
         settings.endpoint,
         metrics,
     )
-    oss_key = "https://gosspublic.alicdn.com/callback_pub_key_v1.pem"
-    api[b"readyz"] = ReadyResource(
-        ledger,
-        keys,
-        None if settings.local or not any(oss_key.startswith(p) for p in settings.trust_key_urls) else oss_key,
-    )
+    # Ready means OSS's own key is at hand, when it is trusted; in local mode
+    # the emulator's key is in memory.
+    oss_key_trusted = any(OSS_KEY_URL.startswith(p) for p in settings.trust_key_urls)
+    ready_key = OSS_KEY_URL if oss_key_trusted and not settings.local else None
+    api[b"readyz"] = ReadyResource(ledger, keys, ready_key)
     api[b"uploads"] = UploadsResource(
         ledger, recorder, settings.token_secret, reactor, settings.endpoint
     )
