@@ -68,6 +68,15 @@ def request_origin(request: Request) -> str:
     return f"{scheme}://{host.decode('ascii')}"
 
 
+def redacted(uri: bytes) -> bytes:
+    """
+    A request target as logs may show it: a callback's token replaced.
+    """
+    if uri.startswith(b"/callback/"):
+        return b"/callback/<token>" + uri[len(uri.split(b"?")[0]) :]
+    return uri
+
+
 def render_later(
     request: Request,
     work: Coroutine[Any, Any, tuple[int, Any]],
@@ -105,7 +114,7 @@ def render_later(
         if failure.check(Refusal):
             refusal = failure.value
         else:
-            log.failure("answering {uri} failed", failure, uri=request.uri)
+            log.failure("answering {uri} failed", failure, uri=redacted(request.uri))
             refusal = Refusal(500, "internal_error", "Something went wrong here; try again.")
         outcome(refusal.code)
         body = refusal_body(request, refusal)

@@ -21,7 +21,7 @@ from twisted.web.static import File
 
 from osscallback.errors import Refusal
 from osscallback.metrics import Metrics
-from osscallback.resources import refusal_body
+from osscallback.resources import redacted, refusal_body
 
 # OSS callback bodies are small, and no other API endpoint takes a body.
 MAX_BODY = 1024 * 1024
@@ -217,9 +217,7 @@ def access_log_line(timestamp: str, request: Request) -> str:
     The combined log format line for C{request}, with callback tokens
     hidden and every value escaped so no request can forge a log line.
     """
-    uri = request.uri
-    if uri.startswith(b"/callback/"):
-        uri = b"/callback/<token>" + uri[len(uri.split(b"?")[0]):]
+    uri = redacted(request.uri)
     address = request.getClientAddress()
     return '"%s" - - %s "%s %s %s" %d %s "%s" "%s"' % (
         getattr(address, "host", "-"),
