@@ -239,7 +239,12 @@ class CallbackSender:
                 failure = "reply timeout, cost: 5000 MS, timeout: 5000 MS"
                 continue
             except Exception as e:
-                self.log.warn("callback to {url} failed: {error}", url=url, error=repr(e))
+                parts = urlsplit(url)  # the path holds the callback token
+                self.log.warn(
+                    "callback to {origin} failed: {error}",
+                    origin=f"{parts.scheme}://{parts.netloc}",
+                    error=repr(e),
+                )
                 failure = (
                     "Error status : -1. OSS can not connect to your callbackUrl, "
                     "please check it."
