@@ -14,6 +14,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -351,6 +352,24 @@ class OrderedServices(MultiService):
         return Deferred.fromCoroutine(stop())
 
 
+class Listening(StreamServerEndpointService):
+    """
+    Listens on the endpoint before the program runs, or ends it with one
+    line saying why (a port in use, say), not a traceback.
+    """
+
+    _raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            raise SystemExit(
+                f"twistd osscallback: cannot listen on {e.interface or '*'}:{e.port}: {reason}."
+            ) from None
+
+
 class StopOnSigterm(Service):
     """
     SIGTERM stops the reactor like a clean stop, so that twistd exits 0
@@ -449,7 +468,7 @@ def makeService(options: Options) -> IService:
     if settings.workers > 1 or worker:
         ReusePortService(reactor, settings.port, listening).setServiceParent(service)
     else:
-        StreamServerEndpointService(options.endpoint, listening).setServiceParent(service)
+        Listening(options.endpoint, listening).setServiceParent(service)
     if settings.workers > 1 and not worker:
         environ = dict(os.environ)
         if settings.local:

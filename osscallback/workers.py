@@ -40,17 +40,22 @@ class ReusePortService(Service):
         self._factory = factory
         self._listening: Any = None
 
-    def startService(self) -> None:
-        super().startService()
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
         family = socket.AF_INET6 if ":" in self._interface else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((self._interface, self._port))
-        sock.listen(self._backlog)
-        sock.setblocking(False)
         try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self._interface, self._port))
+            sock.listen(self._backlog)
+            sock.setblocking(False)
             self._listening = self._reactor.adoptStreamPort(sock.fileno(), family, self._factory)
+        except OSError as e:
+            raise SystemExit(
+                f"twistd osscallback: cannot listen on {self._interface or '*'}:"
+                f"{self._port}: {e.strerror}."
+            ) from None
         finally:
             sock.close()
 

@@ -140,6 +140,31 @@ class SystemdTests(ServerCase):
         self.assertEqual((code, json.loads(body)), (200, {"status": "ok"}))
 
 
+class ListenTests(ServerCase):
+    """
+    A port that cannot be had.
+    """
+
+    def test_portInUse(self) -> None:
+        """
+        A port in use ends the program at once with one line saying so, and
+        a non-zero status, for one worker or several.
+        """
+        origin = self.serve()
+        port = origin.rsplit(":", 1)[1]
+        for extra in ([], ["--workers", "2"]):
+            result = subprocess.run(
+                [TWISTD, "-n", "--pidfile=", "osscallback", "--local", "--data-dir", self.mktemp(),
+                 "--port", f"tcp:{port}:interface=127.0.0.1", *extra],
+                capture_output=True, text=True, timeout=30,
+                env={**os.environ, "PYTHONPATH": ROOT.path},
+            )
+            self.assertNotEqual(result.returncode, 0)
+            output = result.stdout + result.stderr  # twistd logs standard error
+            self.assertIn(f"cannot listen on 127.0.0.1:{port}: Address already in use.", output)
+            self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+
 class HealthTests(ServerCase):
     """
     /healthz, /readyz and /metrics.
