@@ -310,7 +310,6 @@ class LedgerService(Service):
         self._ledger = ledger
         self._clock = clock
         self._retry = retry
-        self.ready: Deferred[int] = Deferred()
 
     def startService(self) -> None:
         super().startService()
@@ -328,7 +327,7 @@ class LedgerService(Service):
             self._clock.callLater(self._retry, self._migrate)
 
         attempt = Deferred.fromCoroutine(self._ledger.migrate())
-        attempt.addCallbacks(self.ready.callback, failed)
+        attempt.addErrback(failed)
 
     def stopService(self) -> None:
         super().stopService()
