@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -74,6 +74,8 @@ class Delivery:
 
 # Records written in one transaction at most.
 _BATCH = 200
+# Tries of an interaction whose pooled connection turns out to be dead.
+_RECONNECTS = 6
 
 _COLUMNS = (
     "grant_id, object_key, bucket, size, etag, content_type, width, height, "
@@ -227,8 +229,15 @@ class Ledger:
     def close(self) -> None:
         self._pool.close()
 
-    def _run(self, interaction: Any, *args: Any) -> Any:
-        return self._pool.runInteraction(interaction, *args)
+    async def _run(self, interaction: Any, *args: Any) -> Any:
+        # A connection the database dropped (a restart, a network cut) fails
+        # once and is then reopened by the pool: try again on another.
+        for _ in range(_RECONNECTS - 1):
+            try:
+                return await self._pool.runInteraction(interaction, *args)
+            except ConnectionLost:
+                continue
+        return await self._pool.runInteraction(interaction, *args)
 
     def _execute(self, cursor: Transaction, statement: str, *args: Any) -> None:
         cursor.execute(self._dialect.sql(statement), args)
