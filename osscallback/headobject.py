@@ -6,7 +6,7 @@ V4-signed request, so that no record rests on a callback's word alone.
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
@@ -15,15 +15,8 @@ from twisted.logger import Logger
 
 from osscallback.credentials import Credentials
 from osscallback.errors import Refusal
+from osscallback.httpclient import HTTPHeader
 from osscallback.requestsign import signed_headers
-
-
-class HTTPHeader(Protocol):
-    """
-    The part of treq's HTTP client HeadObject uses.
-    """
-
-    def head(self, url: str, **kwargs: Any) -> "Deferred[Any]": ...
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ fetch serves every callback waiting for the same URL; failures are cached
 only briefly, so a key server that recovers is used again.
 """
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from treq import collect
@@ -18,19 +18,12 @@ from twisted.python.failure import Failure
 
 from osscallback.callback import load_public_key
 from osscallback.errors import Refusal
+from osscallback.httpclient import HTTPGetter
 from osscallback.lru import LRUCache
 from osscallback.metrics import Metrics
 
 # OSS documents its key URL with http://; fetch it over https regardless.
 _UPGRADE = ("http://gosspublic.alicdn.com/", "https://gosspublic.alicdn.com/")
-
-
-class HTTPGetter(Protocol):
-    """
-    The part of treq's HTTP client the fetcher uses.
-    """
-
-    def get(self, url: str, **kwargs: Any) -> "Deferred[Any]": ...
 
 
 class PublicKeySource(Protocol):

@@ -8,7 +8,6 @@ outbox, retried with growing delays until the receiver takes it.
 import hashlib
 import hmac
 import json
-from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -16,16 +15,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from osscallback.errors import Refusal
+from osscallback.httpclient import HTTPPoster
 from osscallback.ledger import Delivery, Ledger
 from osscallback.metrics import Metrics
 
 SIGNATURE_HEADER = b"x-osscallback-signature"
 TIMESTAMP_HEADER = b"x-osscallback-timestamp"
 DELIVERY_HEADER = b"x-osscallback-delivery"
-
-
-class HTTPPoster(Protocol):
-    def post(self, url: str, **kwargs: Any) -> "Deferred[Any]": ...
 
 
 def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:

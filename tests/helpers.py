@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import secrets
+import socket
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -180,3 +181,12 @@ def postgresql_url(case: Any) -> str:
     case.addCleanup(drop)
     separator = "&" if "?" in POSTGRESQL else "?"
     return f"{POSTGRESQL}{separator}options=-csearch_path%3D{schema}"
+
+
+def free_port() -> int:
+    """
+    A loopback port nothing listens on just now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,7 +6,6 @@ mode on a loopback port.  Screenshots go to the test's temporary folder.
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from typing import Any
 
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.helpers import free_port
 
 ROOT = FilePath(__file__).parent().parent()
 CHROMIUM_FLAGS = [
@@ -27,11 +28,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class BrowserCase(SynchronousTestCase):
@@ -57,7 +53,7 @@ class BrowserCase(SynchronousTestCase):
         """
         Start the server with C{options}; its origin.
         """
-        port = _free_port()
+        port = free_port()
         log = open(self.mktemp() + ".log", "wb")
         self.addCleanup(log.close)
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")

@@ -19,9 +19,8 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from osscallback.grant import GrantQuery
+from osscallback.grant import GrantQuery, GrantRules
 from osscallback.issuer import GrantIssuer
-from osscallback.grant import GrantRules
 from osscallback.policy import V4Signer
 from osscallback.tap import build_site
 from tests.helpers import form_body, open_ledger, png, settings

@@ -12,7 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from osscallback.emulator.errors import OSSError
 from osscallback.emulator.imageinfo import ImageInfo, image_info
-from osscallback.emulator.notify import FORM, JSON, CallbackSpec, parse_callback, render_body
+from osscallback.emulator.notify import (
+    FORM,
+    JSON,
+    CallbackSpec,
+    parse_callback,
+    render_body,
+)
 from tests.helpers import png
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import treq
 from treq.client import HTTPClient
+from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet.task import deferLater
 from twisted.protocols.portforward import ProxyFactory
 from twisted.trial.unittest import TestCase

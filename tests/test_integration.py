@@ -17,7 +17,7 @@ from twisted.web.server import Site
 
 from osscallback.site import make_site
 from osscallback.tap import build_site
-from tests.helpers import callback_target, oss_callback, open_ledger, settings
+from tests.helpers import callback_target, open_ledger, oss_callback, settings
 from tests.test_keys import KeyServer
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,15 +25,11 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from osscallback.access import RateLimiter
 from osscallback.logs import JSONLines
+from tests.helpers import free_port
 
 ROOT = FilePath(__file__).parent().parent()
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fetch(url: str, headers: dict[str, str] | None = None, data: bytes | None = None,
@@ -424,12 +419,13 @@ class HTTPSTests(ServerCase):
         With an ssl: port and a certificate the server answers over TLS,
         and its grants' callbacks use https with callbackSNI.
         """
+        import base64
+        import ipaddress
+
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
-        import base64
-        import ipaddress
 
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])

@@ -11,21 +11,20 @@ import json
 import os
 from typing import Any
 
-from twisted.internet import defer
+from treq.client import HTTPClient
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-from twisted.internet import reactor
-from treq.client import HTTPClient
-from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 
 from osscallback.emulator.bucket import callback_key
 from osscallback.hooks import IUploadHook
 from osscallback.ledger import Upload
 from osscallback.webhook import WebhookOutbox, webhook_signature
-from tests.helpers import callback_target, oss_callback, open_ledger, postgresql_url
+from tests.helpers import callback_target, open_ledger, oss_callback, postgresql_url
 from tests.test_emulator import LocalServerCase
 
 

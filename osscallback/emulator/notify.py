@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -25,6 +25,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 
 from osscallback.callback import sign_callback
 from osscallback.emulator.errors import invalid_argument
+from osscallback.httpclient import HTTPPoster
 
 SYSTEM_VARIABLES = frozenset(
     {
@@ -50,14 +51,6 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 TIMEOUT = 5.0
 MAX_ANSWER = 1024 * 1024
-
-
-class HTTPPoster(Protocol):
-    """
-    The part of treq's HTTP client the sender uses.
-    """
-
-    def post(self, url: str, **kwargs: Any) -> "Deferred[Any]": ...
 
 
 @dataclass(frozen=True)
