@@ -9,6 +9,7 @@ object key): a replayed or doubly delivered callback can never make a
 second record, whatever the timing.
 """
 
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,8 +75,10 @@ class Delivery:
 
 # Records written in one transaction at most.
 _BATCH = 200
-# Tries of an interaction whose pooled connection turns out to be dead.
+# Tries of an interaction whose pooled connection turns out to be dead, and
+# how long into them another try is still worth it.
 _RECONNECTS = 6
+_RETRY_WINDOW = 1.0
 
 _COLUMNS = (
     "grant_id, object_key, bucket, size, etag, content_type, width, height, "
@@ -207,7 +210,7 @@ class Ledger:
             pool = ConnectionPool(
                 dialect.module,
                 url.replace("postgres://", "postgresql://", 1),
-                connect_timeout=5,
+                connect_timeout=2,
                 cp_min=1,
                 cp_max=5,
                 cp_reconnect=True,
@@ -230,13 +233,18 @@ class Ledger:
         self._pool.close()
 
     async def _run(self, interaction: Any, *args: Any) -> Any:
-        # A connection the database dropped (a restart, a network cut) fails
-        # once and is then reopened by the pool: try again on another.
+        # A pooled connection the database dropped (a restart, a network
+        # cut) fails once, and the pool then reopens it: try again, on
+        # another or the reopened one, as long as failures come fast.  A
+        # database that is really down fails every try, or slowly.
+        lost = (ConnectionLost, self._pool.dbapi.OperationalError)
+        started = time.monotonic()
         for _ in range(_RECONNECTS - 1):
             try:
                 return await self._pool.runInteraction(interaction, *args)
-            except ConnectionLost:
-                continue
+            except lost:
+                if time.monotonic() - started > _RETRY_WINDOW:
+                    raise
         return await self._pool.runInteraction(interaction, *args)
 
     def _execute(self, cursor: Transaction, statement: str, *args: Any) -> None:
