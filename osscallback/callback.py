@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from osscallback.errors import Refusal
+from osscallback.jsontext import compact_json
 
 _FIELDS = (
     "bucket=${bucket}&object=${object}&etag=${etag}&size=${size}"
@@ -29,14 +30,14 @@ _IMAGE_FIELDS = (
 )
 
 
-def _tail(image: bool, sni: bool) -> str:
+def _tail(image: bool, sni: bool) -> bytes:
     document: dict[str, object] = {
         "callbackBody": _FIELDS + (_IMAGE_FIELDS if image else ""),
         "callbackBodyType": "application/x-www-form-urlencoded",
     }
     if sni:
         document["callbackSNI"] = True
-    return "," + json.dumps(document, separators=(",", ":"))[1:]
+    return b"," + compact_json(document)[1:]
 
 
 _TAILS = {(image, sni): _tail(image, sni) for image in (False, True) for sni in (False, True)}
@@ -52,10 +53,8 @@ def callback_parameter(url: str, image: bool) -> str:
         read an image.
     """
     # Everything but the URL is one of four constant tails.
-    text = '{"callbackUrl":' + json.dumps(url, ensure_ascii=False) + _TAILS[
-        (image, url.startswith("https:"))
-    ]
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    text = b'{"callbackUrl":' + compact_json(url) + _TAILS[(image, url.startswith("https:"))]
+    return base64.b64encode(text).decode("ascii")
 
 
 def string_to_sign(uri: bytes, body: bytes) -> bytes:

@@ -7,16 +7,16 @@ Pure: time and randomness come in as arguments.
 """
 
 import base64
-import hashlib
 import hmac
-import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 from osscallback.errors import Refusal
+from osscallback.jsontext import compact_json, parse_json
 
 # How long after its expiry a grant's callback is still accepted: an upload
 # that started in time may take a while to finish.
@@ -163,7 +163,7 @@ def safe_extension(name: str | None) -> str:
     """
     if not name:
         return ""
-    base = re.split(r"[/\\]", name)[-1]
+    base = name.replace("\\", "/").rpartition("/")[2]
     stem, dot, extension = base.rpartition(".")
     extension = extension.lower()
     if not dot or not stem.strip(".") or not _EXTENSION.match(extension):
@@ -212,6 +212,11 @@ def _type_conditions(
     )
 
 
+@lru_cache(maxsize=4)
+def _day_folder(day: date) -> str:
+    return f"{day.year:04d}/{day.month:02d}/{day.day:02d}/"
+
+
 def new_grant(
     rules: GrantRules,
     query: GrantQuery,
@@ -239,7 +244,7 @@ def new_grant(
     type_conditions, type_fields = _type_conditions(rules.allow_types, query.type)
     utc = now.astimezone(timezone.utc)
     unique = nonce.hex()
-    day = (f"{user}/" if user else "") + utc.strftime("%Y/%m/%d/")
+    day = (f"{user}/" if user else "") + _day_folder(utc.date())
     extension = safe_extension(query.name)
     if rules.by_prefix:
         folder: str | None = f"{rules.upload_dir}{day}{unique}/"
@@ -274,9 +279,16 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+@lru_cache(maxsize=4)
+def _keyed(secret: bytes) -> "hmac.HMAC":
+    return hmac.new(secret, _MAC_CONTEXT, "sha256")
+
+
 def _mac(secret: bytes, payload: str) -> str:
-    digest = hmac.new(secret, _MAC_CONTEXT + payload.encode("ascii"), hashlib.sha256)
-    return _b64(digest.digest())
+    # A copy of the keyed state skips hashing the secret again.
+    mac = _keyed(secret).copy()
+    mac.update(payload.encode("ascii"))
+    return _b64(mac.digest())
 
 
 def seal(grant: Grant, secret: bytes) -> str:
@@ -296,7 +308,7 @@ def seal(grant: Grant, secret: bytes) -> str:
         "e": grant.expires,
         "u": grant.user,
     }
-    payload = _b64(json.dumps(document, separators=(",", ":")).encode("utf-8"))
+    payload = _b64(compact_json(document))
     return payload + _mac(secret, payload)
 
 
@@ -319,7 +331,7 @@ def unseal(token: str, secret: bytes, now: float) -> Grant:
     payload, mac = token[:-_MAC_LENGTH], token[-_MAC_LENGTH:]
     if not hmac.compare_digest(mac, _mac(secret, payload)):
         raise forged
-    document = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    document = parse_json(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     grant = Grant(
         id=document["i"],
         key=document["k"],

@@ -4,7 +4,6 @@ The Python hook: application code named in the configuration, called with
 every upload once it is recorded, whose answer OSS relays to the browser.
 """
 
-import json
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -14,6 +13,8 @@ from twisted.python.reflect import namedAny
 from zope.interface import Interface
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
+
+from osscallback.jsontext import compact_json
 
 # OSS accepts callback answers up to 1 MB; keep well inside it.
 MAX_ANSWER = 512 * 1024
@@ -75,7 +76,7 @@ async def hook_answer(
         answer = await call
         if not isinstance(answer, dict):
             raise TypeError(f"it answered {type(answer).__name__}, not a JSON object")
-        if len(json.dumps(answer).encode("utf-8")) > MAX_ANSWER:
+        if len(compact_json(answer)) > MAX_ANSWER:
             raise ValueError("its answer is over 512 KiB")
     except Exception:
         log.failure("the upload hook failed for {key}", key=upload.get("key"))

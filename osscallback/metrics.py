@@ -3,6 +3,8 @@
 The server's Prometheus metrics, in a registry of their own.
 """
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -52,6 +54,27 @@ class Metrics:
             "osscallback_webhook_outbox_depth", "Webhook deliveries waiting.",
             registry=self.registry,
         )
+        self._children: dict[tuple[Any, str], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, label: str) -> Any:
+        # prometheus_client's labels() validates and locks on every call;
+        # the children are looked up once each.
+        child = self._children.get((metric, label))
+        if child is None:
+            child = self._children[metric, label] = metric.labels(label)
+        return child
+
+    def count(self, counter: Counter, label: str) -> None:
+        """
+        Add one to C{counter} under C{label}.
+        """
+        self._child(counter, label).inc()
+
+    def time(self, path: bytes, seconds: float) -> None:
+        """
+        Record how long a request for C{path} took, under its endpoint.
+        """
+        self._child(self.latency, self.endpoint(path)).observe(seconds)
 
     def endpoint(self, path: bytes) -> str:
         """

@@ -13,7 +13,7 @@ from email.utils import format_datetime
 from urllib.parse import quote
 
 from osscallback.credentials import Credentials
-from osscallback.policy import V4_ALGORITHM, v4_signing_key
+from osscallback.policy import V4_ALGORITHM, v4_date, v4_signing_key
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 
@@ -77,7 +77,7 @@ def signed_headers(
     """
     utc = now.astimezone(timezone.utc)
     headers = {
-        "x-oss-date": utc.strftime("%Y%m%dT%H%M%SZ"),
+        "x-oss-date": v4_date(utc),
         "x-oss-content-sha256": UNSIGNED_PAYLOAD,
     }
     if credentials.security_token:

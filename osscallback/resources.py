@@ -4,7 +4,6 @@ The HTTP API's leaf resources.  Each parses the request, calls the domain
 code, and serialises the answer as JSON; nothing else.
 """
 
-import json
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Coroutine
@@ -22,6 +21,7 @@ from osscallback.acceptance import CallbackAcceptor
 from osscallback.errors import Refusal
 from osscallback.grant import NoncePool, parse_query, unseal
 from osscallback.issuer import GrantIssuer
+from osscallback.jsontext import compact_json
 from osscallback.keys import PublicKeySource
 from osscallback.ledger import Ledger
 from osscallback.metrics import Metrics
@@ -36,7 +36,7 @@ def json_body(request: Request, status: int, payload: Any) -> bytes:
     """
     Set the status and JSON headers on C{request} and return its body.
     """
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    body = compact_json(payload)
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"content-length", b"%d" % (len(body),))
@@ -215,16 +215,17 @@ class PolicyResource(APIResource):
                 callback_base = callback_base or f"{origin}/callback"
             grant = self._issuer.issue(
                 query,
-                datetime.fromtimestamp(self._clock.seconds(), timezone.utc),
+                # Whole seconds, as the policy states them.
+                datetime.fromtimestamp(int(self._clock.seconds()), timezone.utc),
                 self._nonce(16),
                 upload_url,
                 callback_base,
                 user,
             )
         except Refusal as refusal:
-            self._metrics.grants.labels(refusal.code).inc()
+            self._metrics.count(self._metrics.grants, refusal.code)
             return refusal_body(request, refusal)
-        self._metrics.grants.labels("issued").inc()
+        self._metrics.count(self._metrics.grants, "issued")
         return json_body(request, 200, grant)
 
 
@@ -256,9 +257,9 @@ class CallbackResource(APIResource):
         return render_later(
             request,
             self._accept(segments[0], request, body),
-            lambda code: self._metrics.callbacks.labels(
-                "recorded" if code == "ok" else code
-            ).inc(),
+            lambda code: self._metrics.count(
+                self._metrics.callbacks, "recorded" if code == "ok" else code
+            ),
         )
 
     async def _accept(

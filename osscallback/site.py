@@ -12,7 +12,9 @@ from io import BytesIO
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
 from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web import pages
 from twisted.web.resource import Resource
@@ -110,6 +112,31 @@ class UploadSite(Site):
     access_json = False
     metrics: Metrics
     in_flight: "set[Deferred[Any]]"
+    awaiting: "dict[BoundedRequest, float]"
+    _sweeping: LoopingCall | None = None
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        # One timer for all connections rather than one per request.
+        self._sweeping = LoopingCall(self.sweep)
+        self._sweeping.clock = self.reactor
+        self._sweeping.start(self.header_deadline / 4, now=False)
+
+    def stopFactory(self) -> None:
+        if self._sweeping is not None and self._sweeping.running:
+            self._sweeping.stop()
+        super().stopFactory()
+
+    def sweep(self) -> None:
+        """
+        Cut the connections whose request line and headers have taken longer
+        than C{header_deadline}.
+        """
+        too_old = time.perf_counter() - self.header_deadline
+        for request in [r for r, started in self.awaiting.items() if started < too_old]:
+            del self.awaiting[request]
+            if request.channel is not None and request.channel.transport is not None:
+                request.channel.transport.abortConnection()
 
     def drained(self, clock: Any, timeout: float) -> "Deferred[Any]":
         """
@@ -130,7 +157,7 @@ class UploadSite(Site):
 
     def log(self, request: Request) -> None:
         elapsed = time.perf_counter() - getattr(request, "started", time.perf_counter())
-        self.metrics.latency.labels(self.metrics.endpoint(request.path)).observe(elapsed)
+        self.metrics.time(request.path, elapsed)
         if not self.access_log:
             return
         if self.access_stream is None:
@@ -161,23 +188,21 @@ class BoundedRequest(Request):
         super().__init__(*args, **kwargs)
         self.started = time.perf_counter()
         # A client must send its request line and headers within the site's
-        # deadline, however slowly it trickles them.
-        self._deadline = self.channel.callLater(
-            self.channel.site.header_deadline, self._too_slow
-        )
-
-    def _too_slow(self) -> None:
-        if self.channel is not None and self.channel.transport is not None:
-            self.channel.transport.abortConnection()
+        # deadline, however slowly it trickles them (see UploadSite.sweep).
+        self.channel.site.awaiting[self] = self.started
 
     def gotLength(self, length: int | None) -> None:
-        if self._deadline.active():
-            self._deadline.cancel()
+        self.channel.site.awaiting.pop(self, None)
         # The request line is parsed but not yet handed to the request; the
         # channel holds its path.
         self._limit = self.channel.site.body_limit(self.channel._path)
         self.body_too_large = length is not None and length > self._limit
         super().gotLength(length if not self.body_too_large else 0)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.channel is not None:
+            self.channel.site.awaiting.pop(self, None)
+        super().connectionLost(reason)
 
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)
@@ -289,6 +314,7 @@ def make_site(
     )
     site.large_bodies = large_bodies
     site.in_flight = set()
+    site.awaiting = {}
     site.metrics = metrics or Metrics()
     site.access_log = access_log
     site.access_stream = access_stream

@@ -3,6 +3,7 @@
 The twistd glue: command-line options and the service they make.
 """
 
+import gc
 import os
 import signal
 import sys
@@ -455,6 +456,10 @@ def makeService(options: Options) -> IService:
     site.access_stream = access
     site.access_json = settings.log_format == "json"
     service = OrderedServices()
+    # What is loaded by then lives as long as the process: left out of the
+    # garbage collector's full passes, which otherwise walk it all every few
+    # thousand requests.
+    reactor.callWhenRunning(gc.freeze)
     TimerService(1.0, access.flush).setServiceParent(service)
     reactor.addSystemEventTrigger("after", "shutdown", access.flush)
     StopOnSigterm(reactor).setServiceParent(service)
