@@ -320,17 +320,18 @@ def unseal(token: str, secret: bytes, now: float) -> Grant:
     @raise Refusal: 403 when the token was not made by this server, or its
         grant expired more than L{CALLBACK_GRACE} seconds ago.
     """
-    forged = Refusal(
-        403,
-        "bad_token",
-        "This callback's token was not issued by this server; "
-        "callbacks must come from an upload granted here.",
-    )
-    if len(token) <= _MAC_LENGTH or not token.isascii():
-        raise forged
     payload, mac = token[:-_MAC_LENGTH], token[-_MAC_LENGTH:]
-    if not hmac.compare_digest(mac, _mac(secret, payload)):
-        raise forged
+    if (
+        len(token) <= _MAC_LENGTH
+        or not token.isascii()
+        or not hmac.compare_digest(mac, _mac(secret, payload))
+    ):
+        raise Refusal(
+            403,
+            "bad_token",
+            "This callback's token was not issued by this server; "
+            "callbacks must come from an upload granted here.",
+        )
     document = parse_json(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     grant = Grant(
         id=document["i"],

@@ -8,7 +8,6 @@ import time
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from osscallback.callback import CallbackClaims
 from osscallback.errors import Refusal
@@ -47,8 +46,6 @@ class Recorder:
     @ivar delivered: called after each new record, to wake the webhook.
     """
 
-    log = Logger()
-
     def __init__(
         self,
         clock: IReactorTime,
@@ -80,7 +77,6 @@ class Recorder:
         started = time.perf_counter()
         recorded = await self._ledger.record(upload, outbox_at)
         self._metrics.ledger_writes.observe(time.perf_counter() - started)
-        self.log.info("recorded upload {key} as #{id}", key=recorded.key, id=recorded.id)
         if self._webhook is not None:
             self._webhook()
         return recorded

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
-from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web import pages
@@ -257,10 +257,32 @@ def access_log_line(timestamp: str, request: Request) -> str:
     )
 
 
+class _Connection(ProtocolWrapper):
+    """
+    One accepted connection.  Its addresses never change, so they are read
+    from the socket once rather than by a system call per request.
+    """
+
+    _host: Any = None
+    _peer: Any = None
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = self.transport.getPeer()
+        return self._peer
+
+
 class ConnectionLimit(WrappingFactory):
     """
     A factory that closes new connections at once while C{limit} are open.
     """
+
+    protocol = _Connection
 
     def __init__(self, wrapped: Any, limit: int) -> None:
         super().__init__(wrapped)
