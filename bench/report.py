@@ -22,7 +22,8 @@ def main() -> None:
     lines = [
         "# Benchmark results",
         "",
-        "One run of `bench/run.py` on this machine: "
+        f"One run of `bench/run.py` on this machine, each series the best of {results.get('rounds', 1)} "
+        "turns taken in rotation with the others: "
         f"{platform.processor() or platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
         f"Python {platform.python_version()}. Loopback only; wrk with one thread and the server "
         "share the two cores. osscallback runs as shipped (access log on, text logs), with a "
@@ -35,13 +36,16 @@ def main() -> None:
         "",
         "## Throughput and latency",
         "",
-        "| series | connections | requests/s | p50 ms | p90 ms | p99 ms | socket errors | non-2xx |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Server CPU is the user and system time of the server's processes over the run "
+        "divided by the requests answered (all threads; for osscallback, the ledger's too).",
+        "",
+        "| series | connections | requests/s | server CPU µs/request | p50 ms | p90 ms | p99 ms | socket errors | non-2xx |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, rows in throughput.items():
         for connections, row in rows.items():
             lines.append(
-                f"| {name} | {connections} | {row['rps']:.0f} | {row['p50']:.2f} | "
+                f"| {name} | {connections} | {row['rps']:.0f} | {row.get('cpu_us', 0):.0f} | {row['p50']:.2f} | "
                 f"{row['p90']:.2f} | {row['p99']:.2f} | {row['errors']} | {row['non2xx']} |"
             )
 

@@ -15,12 +15,12 @@ import json
 import os
 import re
 import secrets
+import selectors
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -79,6 +79,14 @@ class Process:
             fds += len(os.listdir(f"/proc/{pid}/fd"))
         return rss, fds
 
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.pids():
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -107,10 +115,12 @@ def wrk(url: str, connections: int, seconds: float, script: list[str] | None = N
         value, unit = float(match.group(1)), match.group(2)
         return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
+    requests = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(requests.group(1)),
         "p50": latency("50"), "p90": latency("90"), "p99": latency("99"),
         "errors": sum(int(n) for n in errors.groups()) if errors else 0,
         "non2xx": int(bad.group(1)) if bad else 0,
@@ -136,14 +146,15 @@ def callbacks_file(path: Path, count: int, secret: bytes, key_url: str) -> None:
 
 
 class Bench:
-    def __init__(self, seconds: float, quick: bool) -> None:
+    def __init__(self, seconds: float, quick: bool, rounds: int = 2) -> None:
         self.seconds = seconds
         self.quick = quick
+        self.rounds = rounds
         self.scratch = Path(tempfile.mkdtemp(prefix="osscallback-bench-"))
         self.secret = secrets.token_hex(32).encode()
         (self.scratch / "token-secret").write_bytes(self.secret)
         (self.scratch / "token-secret").chmod(0o600)
-        self.results: dict = {"throughput": {}, "notes": []}
+        self.results: dict = {"throughput": {}, "rounds": rounds}
 
     def keyserver(self, delay: float = 0.0) -> Process:
         port = free_port()
@@ -164,60 +175,84 @@ class Bench:
                "PYTHONPATH": str(ROOT)}
         return Process(command, port, env, self.scratch / f"osscallback-{port}.log")
 
-    def series(self, name: str, url: str, script: list[str] | None = None,
-               levels: tuple[int, ...] = CONCURRENCY) -> None:
-        rows = {}
-        for connections in levels:
-            if script:  # fresh callbacks for each run
-                first = self.next_callback
-                self.next_callback += self.per_run
-                script = [*script[:2], str(first), str(self.next_callback - 1)]
-            rows[connections] = wrk(url, connections, self.seconds, script)
-            print(f"  {name:28} c={connections:<4} {rows[connections]['rps']:9.0f}/s "
-                  f"p50 {rows[connections]['p50']:.2f} ms p99 {rows[connections]['p99']:.2f} ms "
-                  f"errors {rows[connections]['errors']} non-2xx {rows[connections]['non2xx']}", flush=True)
-        self.results["throughput"][name] = rows
+    def run(self, name: str, server: Process, url: str, connections: int,
+            script: list[str] | None = None) -> None:
+        """
+        One wrk run against C{server}; the best of the rounds is kept.
+        """
+        before = server.cpu_seconds()
+        row = wrk(url, connections, self.seconds, script)
+        row["cpu_us"] = (server.cpu_seconds() - before) / max(1, row["requests"]) * 1e6
+        print(f"  {name:30} c={connections:<4} {row['rps']:9.0f}/s p50 {row['p50']:.2f} ms "
+              f"p99 {row['p99']:.2f} ms cpu {row['cpu_us']:.0f} µs/request "
+              f"errors {row['errors']} non-2xx {row['non2xx']}", flush=True)
+        rows = self.results["throughput"].setdefault(name, {})
+        if connections not in rows or row["rps"] > rows[connections]["rps"]:
+            rows[connections] = row
 
     def throughput(self) -> None:
+        """
+        Every server is started first and they take turns, level by level
+        and round by round, so that a slower spell of a shared machine
+        weighs on all of them alike.
+        """
         keys = self.keyserver()
         key_url = f"http://127.0.0.1:{keys.port}/callback_pub_key.pem"
         lines = self.scratch / "callbacks.txt"
-        self.per_run = int(self.seconds * 6000)  # more than a run can send
-        callbacks_file(lines, self.per_run * len(CONCURRENCY), self.secret, key_url)
-        script = [str(HERE / "callbacks.lua"), str(lines)]
+        per_run = int(self.seconds * 6000)  # more than a run can send
+        # osscallback records each callback once: every run of it gets its own.
+        callbacks_file(lines, per_run * len(CONCURRENCY) * self.rounds, self.secret, key_url)
+        servers = []
         try:
-            print("grants", flush=True)
             for mode in ("sample", "tuned"):
                 port = free_port()
-                server = Process([PYTHON, str(HERE / "standins.py"), mode, str(port), key_url, "s"], port)
-                self.series(f"grant {mode} stand-in", f"http://127.0.0.1:{port}/policy")
-                self.next_callback = 1
-                self.series(f"callback {mode} stand-in", f"http://127.0.0.1:{port}/", script)
-                server.stop()
+                process = Process([PYTHON, str(HERE / "standins.py"), mode, str(port), key_url, "s"], port)
+                servers.append((f"grant {mode} stand-in", f"callback {mode} stand-in", process, "/policy"))
             port = free_port()
-            bare = Process([PYTHON, str(HERE / "bare.py"), str(port)], port)
-            self.series("grant bare Twisted GET", f"http://127.0.0.1:{port}/policy")
-            self.next_callback = 1
-            self.series("callback bare Twisted POST", f"http://127.0.0.1:{port}/", script)
-            bare.stop()
-            server = self.osscallback(keys.port)
-            self.series("grant osscallback", f"http://127.0.0.1:{server.port}/policy?name=a.png&size=1000")
-            self.next_callback = 1
-            self.series("callback osscallback", f"http://127.0.0.1:{server.port}/", script)
-            server.stop()
-            for workers in (1, 2):
-                server = self.osscallback(keys.port, "--workers", str(workers))
-                time.sleep(2)
-                self.series(f"grant osscallback {workers} worker(s)",
-                            f"http://127.0.0.1:{server.port}/policy?name=a.png&size=1000", levels=(50,))
-                server.stop()
+            process = Process([PYTHON, str(HERE / "bare.py"), str(port)], port)
+            servers.append(("grant bare Twisted GET", "callback bare Twisted POST", process, "/policy"))
+            process = self.osscallback(keys.port)
+            servers.append(("grant osscallback", "callback osscallback", process,
+                            "/policy?name=a.png&size=1000"))
+            fresh = 1
+            for connections in CONCURRENCY:
+                for _ in range(self.rounds):
+                    for grants, callbacks, server, path in servers:
+                        base = f"http://127.0.0.1:{server.port}"
+                        self.run(grants, server, base + path, connections)
+                        first, last = 1, per_run
+                        if callbacks == "callback osscallback":
+                            first, last, fresh = fresh, fresh + per_run - 1, fresh + per_run
+                        script = [str(HERE / "callbacks.lua"), str(lines), str(first), str(last)]
+                        self.run(callbacks, server, base + "/", connections, script)
         finally:
+            for _, _, server, _ in servers:
+                server.stop()
+            keys.stop()
+
+    def workers(self) -> None:
+        """
+        Grants at 50 connections from one worker and from two, in turns.
+        """
+        keys = self.keyserver()
+        servers = [(n, self.osscallback(keys.port, "--workers", str(n))) for n in (1, 2)]
+        try:
+            time.sleep(2)  # the second worker starts after the first listens
+            for _ in range(self.rounds):
+                for n, server in servers:
+                    self.run(f"grant osscallback {n} worker(s)", server,
+                             f"http://127.0.0.1:{server.port}/policy?name=a.png&size=1000", 50)
+        finally:
+            for _, server in servers:
+                server.stop()
             keys.stop()
 
     def cold_burst(self) -> None:
         """
         50 concurrent callbacks with an empty key cache and a key server
         that takes 300 ms: how many fetches, and when the last answer comes.
+        The connections are open and the requests written out before the
+        clock starts; the clock stops when the last answer is read.
         """
         delay = 0.3
         keys = self.keyserver(delay)
@@ -225,30 +260,36 @@ class Bench:
         lines = self.scratch / "burst.txt"
         callbacks_file(lines, 50, self.secret, key_url)
         server = self.osscallback(keys.port)
-        requests = [line.rstrip("\n").split("\t") for line in open(lines)]
-        answers: list[int] = []
-        barrier = threading.Barrier(len(requests))
-
-        def call(path: str, auth: str, key_header: str, body: str) -> None:
-            connection = socket.create_connection(("127.0.0.1", server.port))
-            barrier.wait()
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{server.port}{path}", data=body.encode(), method="POST",
-                headers={"Authorization": auth, "x-oss-pub-key-url": key_header,
-                         "Content-Type": "application/x-www-form-urlencoded"})
-            connection.close()
-            with urllib.request.urlopen(request, timeout=10) as response:
-                answers.append(response.status)
-
-        threads = [threading.Thread(target=call, args=r) for r in requests]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - started
+        requests = []
+        for line in open(lines):
+            path, auth, key_header, body = line.rstrip("\n").split("\t")
+            requests.append(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                f"Authorization: {auth}\r\nx-oss-pub-key-url: {key_header}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+            )
+        sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in requests]
+        answers: dict[socket.socket, bytes] = {s: b"" for s in sockets}
+        with selectors.DefaultSelector() as selector:
+            started = time.perf_counter()
+            for s, request in zip(sockets, requests):
+                s.sendall(request)
+                selector.register(s, selectors.EVENT_READ)
+            open_count = len(sockets)
+            while open_count:
+                for key, _ in selector.select(timeout=10):
+                    data = key.fileobj.recv(65536)
+                    answers[key.fileobj] += data
+                    if not data:
+                        selector.unregister(key.fileobj)
+                        open_count -= 1
+            elapsed = time.perf_counter() - started
+        for s in sockets:
+            s.close()
+        codes = [a.split(b" ", 2)[1] for a in answers.values() if a]
         fetches = int(urllib.request.urlopen(f"http://127.0.0.1:{keys.port}/count").read())
-        self.results["cold"] = {"callbacks": len(answers), "ok": answers.count(200),
+        self.results["cold"] = {"callbacks": len(requests), "ok": codes.count(b"200"),
                                 "fetches": fetches, "fetch_seconds": delay, "last_answer": elapsed}
         print("cold burst", self.results["cold"], flush=True)
         server.stop()
@@ -293,11 +334,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
+    parser.add_argument("--rounds", type=int, default=2, help="turns each server takes per level")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/run.py needs wrk: apt-get install wrk")
-    bench = Bench(options.seconds, options.quick)
+    bench = Bench(options.seconds, options.quick, options.rounds)
     bench.throughput()
+    bench.workers()
     bench.cold_burst()
     bench.memory()
     bench.write()
