@@ -5,6 +5,7 @@ policy checker against generated grants and forms.
 """
 
 import base64
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote_from_bytes
@@ -24,6 +25,7 @@ from osscallback.emulator.multipart import PostForm, SpooledFile
 from osscallback.emulator.postpolicy import BucketAccess, check_post
 from osscallback.grant import GrantQuery, GrantRules
 from osscallback.issuer import GrantIssuer
+from osscallback.jsontext import compact_json
 from osscallback.ledger import Ledger
 from osscallback.policy import V4Signer
 from osscallback.tap import build_site
@@ -71,6 +73,32 @@ class StringToSignTests(SynchronousTestCase):
         independent model's.
         """
         self.assertEqual(string_to_sign(uri, body), model_string_to_sign(uri, body))
+
+
+# What policies, tokens and answers hold: text, whole numbers, lists and objects.
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+class CompactJSONTests(SynchronousTestCase):
+    """
+    L{compact_json} writes what the standard library writes.
+    """
+
+    @quick
+    @given(_JSON)
+    def test_matchesStandardLibrary(self, value: Any) -> None:
+        """
+        For any document of text (control characters, quotes and non-ASCII
+        included), whole numbers, lists and objects, the bytes are those of
+        json.dumps(separators=(",", ":"), ensure_ascii=False) in UTF-8, on
+        which the signed policy vectors were computed.
+        """
+        expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        self.assertEqual(compact_json(value), expected.encode("utf-8"))
 
 
 class FuzzCase(SynchronousTestCase):

@@ -14,14 +14,16 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
 from osscallback.emulator.bucket import callback_key
-from osscallback.hooks import IUploadHook
+from osscallback.hooks import IUploadHook, hook_answer
 from osscallback.ledger import Upload
 from osscallback.webhook import WebhookOutbox, webhook_signature
 from tests.helpers import callback_target, open_ledger, oss_callback, postgresql_url
@@ -243,6 +245,47 @@ class HookTests(RecordsCase):
         (upload,) = self.hook.uploads
         self.assertGreater(upload["id"], 0)
         self.assertEqual((await self.records())[0]["id"], upload["id"])
+
+
+@implementer(IUploadHook)
+class AnsweringHook:
+    """
+    A hook that answers with whatever it was given.
+    """
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def uploaded(self, upload: dict[str, Any]) -> Any:
+        return self.answer
+
+
+class HookAnswerTests(SynchronousTestCase):
+    """
+    Which hook answers are relayed.
+    """
+
+    def answer(self, given: Any) -> Any:
+        called = Deferred.fromCoroutine(
+            hook_answer(AnsweringHook(given), {"key": "k"}, Clock(), 3.0)
+        )
+        return self.successResultOf(called)
+
+    def test_jsonObjectRelayed(self) -> None:
+        """
+        An answer that is a JSON object is relayed as it is.
+        """
+        self.assertEqual(self.answer({"Status": "OK", "n": [1, None]}), {"Status": "OK", "n": [1, None]})
+
+    def test_unwritableAnswerReplaced(self) -> None:
+        """
+        An answer that cannot be written as JSON (a number beyond 64 bits, a
+        key that is not text) or is not an object is logged, and L{None}
+        tells the caller to answer with the record instead.
+        """
+        for given in ({"n": 2**70}, {1: "x"}, ["not", "an", "object"]):
+            self.assertIsNone(self.answer(given), given)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 3)
 
 
 class Receiver(Resource):
