@@ -260,11 +260,29 @@ def access_log_line(timestamp: str, request: Request) -> str:
 class _Connection(ProtocolWrapper):
     """
     One accepted connection.  Its addresses never change, so they are read
-    from the socket once rather than by a system call per request.
+    from the socket once rather than by a system call per request; and it
+    notes when it last moved data, for L{ConnectionLimit.close_idle}.
     """
 
     _host: Any = None
     _peer: Any = None
+    active = 0.0
+
+    def makeConnection(self, transport: Any) -> None:
+        self.active = time.monotonic()
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.active = time.monotonic()
+        self.wrappedProtocol.dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        self.active = time.monotonic()
+        self.transport.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.active = time.monotonic()
+        self.transport.writeSequence(data)
 
     def getHost(self) -> Any:
         if self._host is None:
@@ -279,26 +297,61 @@ class _Connection(ProtocolWrapper):
 
 class ConnectionLimit(WrappingFactory):
     """
-    A factory that closes new connections at once while C{limit} are open.
+    The factory to listen with: it closes new connections at once while
+    C{limit} are open, and closes connections idle for C{idle_timeout}
+    seconds.  One periodic sweep does that for all of them, where Twisted's
+    own idle timeout set and cancelled a timer at every request.
+
+    @ivar idle_timeout: seconds without data in or out; a connection that
+        does not close within L{ABORT_AFTER} more seconds is aborted.
     """
 
     protocol = _Connection
+    idle_timeout = 60.0
+    ABORT_AFTER = 15.0
+    _sweeping: LoopingCall | None = None
 
     def __init__(self, wrapped: Any, limit: int) -> None:
         super().__init__(wrapped)
         self.limit = limit
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        self._sweeping = LoopingCall(self.close_idle)
+        self._sweeping.clock = self.wrappedFactory.reactor
+        self._sweeping.start(self.idle_timeout / 12, now=False)
+
+    def stopFactory(self) -> None:
+        if self._sweeping is not None and self._sweeping.running:
+            self._sweeping.stop()
+        super().stopFactory()
 
     def buildProtocol(self, addr: Any) -> Any:
         if len(self.protocols) >= self.limit:
             return None
         return super().buildProtocol(addr)
 
+    def close_idle(self) -> None:
+        """
+        Close the connections that moved no data for C{idle_timeout}
+        seconds, and abort those still open L{ABORT_AFTER} seconds later.
+        """
+        now = time.monotonic()
+        for connection in list(self.protocols):
+            idle = now - connection.active
+            if idle > self.idle_timeout + self.ABORT_AFTER:
+                connection.transport.abortConnection()
+            elif idle > self.idle_timeout:
+                connection.transport.loseConnection()
+
 
 def limit_connections(site: UploadSite, limit: int) -> ConnectionLimit:
     """
     The factory to listen with: C{site}, refusing connections beyond
-    C{limit} open ones.
+    C{limit} open ones and closing idle ones (which the site's own timers
+    then need not).
     """
+    site.timeOut = None
     return ConnectionLimit(site, limit)
 
 

@@ -279,3 +279,24 @@ class SlowClientTests(TestCase):
         self.assertFalse(any(closed(s) for s in idle))
         await deferLater(reactor, 1.0, lambda: None)
         self.assertTrue(all(closed(s) for s in tricklers))  # cut at the deadline
+
+    async def test_idleConnectionsClosed(self) -> None:
+        """
+        A connection that moves no data for the idle timeout is closed; one
+        that keeps asking is not, however long it lives.
+        """
+        limited = limit_connections(make_site({}, web_root()), 10)
+        limited.idle_timeout = 0.6
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(limited)
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        idle = socket.create_connection(("127.0.0.1", number))
+        busy = socket.create_connection(("127.0.0.1", number))
+        self.addCleanup(idle.close)
+        self.addCleanup(busy.close)
+        for _ in range(8):  # 1.2 s in all
+            busy.sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+            await deferLater(reactor, 0.15, lambda: None)
+            self.assertIn(b"HTTP/1.1 404", busy.recv(65536))
+        self.assertTrue(closed(idle))
+        self.assertFalse(closed(busy))
