@@ -74,7 +74,8 @@ class Delivery:
     upload: Upload
 
 
-# Records written in one transaction at most.
+# Records written in one transaction at most (12 parameters each: well
+# within SQLite's 32766).
 _BATCH = 200
 # Tries of an interaction whose pooled connection turns out to be dead, and
 # how long into them another try is still worth it.
@@ -99,6 +100,18 @@ class _Dialect:
     def sql(self, statement: str) -> str:
         return statement
 
+    def insert_uploads(self, cursor: Transaction, rows: str, values: list[Any],
+                       uploads: list["Upload"]) -> list[int]:
+        """
+        Insert C{uploads} with one statement; their ids, in their order.
+        """
+        # One statement for the batch and no rows to fetch back.  The
+        # transaction holds the write lock and the ids are AUTOINCREMENT, so
+        # the rows get consecutive ids in their order.
+        cursor.execute(f"INSERT INTO uploads ({_COLUMNS}) VALUES {rows}", values)
+        last = cursor.lastrowid
+        return list(range(last - len(uploads) + 1, last + 1))
+
 
 class _PostgreSQL(_Dialect):
     module = "psycopg"
@@ -107,6 +120,18 @@ class _PostgreSQL(_Dialect):
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def insert_uploads(self, cursor: Transaction, rows: str, values: list[Any],
+                       uploads: list["Upload"]) -> list[int]:
+        # Other processes take ids from the same sequence meanwhile: ask
+        # which row got which, by its unique (grant, key).
+        cursor.execute(
+            self.sql(f"INSERT INTO uploads ({_COLUMNS}) VALUES {rows} "
+                     "RETURNING id, grant_id, object_key"),
+            values,
+        )
+        ids = {(grant_id, key): id for id, grant_id, key in cursor.fetchall()}
+        return [ids[upload.grant_id, upload.key] for upload in uploads]
 
 
 def _migrations(dialect: _Dialect) -> list[list[str]]:
@@ -299,23 +324,32 @@ class Ledger:
         id = await written
         return replace(upload, id=id)
 
-    def _insert(self, cursor: Transaction, upload: Upload, outbox_at: float | None) -> int:
-        self._execute(
-            cursor,
-            f"INSERT INTO uploads ({_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            upload.grant_id, upload.key, upload.bucket, upload.size, upload.etag,
-            upload.content_type, upload.width, upload.height, upload.user,
-            upload.granted_at, upload.received_at, upload.request_id,
-        )
-        (id,) = cursor.fetchone()
-        if outbox_at is not None:
+    def _insert(self, cursor: Transaction,
+                batch: list[tuple[Upload, float | None, "Deferred[int]"]]) -> list[int]:
+        """
+        Insert a batch of records and their outbox entries; their ids.
+        """
+        uploads = [upload for upload, _, _ in batch]
+        values = [
+            value
+            for upload in uploads
+            for value in (
+                upload.grant_id, upload.key, upload.bucket, upload.size, upload.etag,
+                upload.content_type, upload.width, upload.height, upload.user,
+                upload.granted_at, upload.received_at, upload.request_id,
+            )
+        ]
+        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(uploads))
+        ids = self._dialect.insert_uploads(cursor, rows, values, uploads)
+        queued = [(id, at) for id, (_, at, _) in zip(ids, batch) if at is not None]
+        if queued:
             self._execute(
                 cursor,
-                "INSERT INTO outbox (upload_id, next_attempt_at) VALUES (?, ?)",
-                id, outbox_at,
+                "INSERT INTO outbox (upload_id, next_attempt_at) VALUES "
+                + ", ".join(["(?, ?)"] * len(queued)),
+                *(value for entry in queued for value in entry),
             )
-        return id
+        return ids
 
     def _write_next(self) -> None:
         batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
@@ -335,11 +369,8 @@ class Ledger:
         """
         integrity = self._pool.dbapi.IntegrityError
 
-        def together(cursor: Transaction) -> list[int]:
-            return [self._insert(cursor, upload, at) for upload, at, _ in batch]
-
         try:
-            ids = await self._run(together)
+            ids = await self._run(self._insert, batch)
         except integrity:
             if len(batch) > 1:
                 for one in batch:

@@ -66,6 +66,51 @@ class SQLiteLedgerTests(TestCase):
         self.assertEqual(len(await ledger.recent(10, None)), 1)
         self.assertEqual(await ledger.pending(), 1)
 
+    async def test_batchIds(self) -> None:
+        """
+        Records written together in one transaction each get the id their
+        record has in the ledger, and the outbox entries of those that asked
+        for one point at their own record.
+        """
+        ledger = await self.ledger()
+        uploads = [replace(UPLOAD, key=f"k{n}", size=n) for n in range(30)]
+        writes = [
+            defer.Deferred.fromCoroutine(ledger.record(u, 100.0 + n if n % 3 else None))
+            for n, u in enumerate(uploads)
+        ]
+        recorded = await defer.gatherResults(writes)
+        self.assertEqual(len({r.id for r in recorded}), len(uploads))
+        for upload, record in zip(uploads, recorded):
+            self.assertEqual(replace(record, id=0), upload)
+            self.assertEqual(await ledger.find(upload.grant_id, upload.key), record)
+        deliveries = await ledger.due(1e9, 100)
+        self.assertEqual(
+            sorted((d.upload.id, d.upload.size) for d in deliveries),
+            sorted((r.id, r.size) for n, r in enumerate(recorded) if n % 3),
+        )
+
+    async def test_duplicateInBatch(self) -> None:
+        """
+        A duplicate written in the same transaction as new records fails
+        alone: the new ones are recorded all the same.
+        """
+        ledger = await self.ledger()
+        first = await ledger.record(UPLOAD, None)
+        writes = [
+            defer.Deferred.fromCoroutine(ledger.record(replace(UPLOAD, key=f"k{n}"), None))
+            for n in range(5)
+        ]
+        duplicate = defer.Deferred.fromCoroutine(ledger.record(UPLOAD, 1.0))
+        writes.append(defer.Deferred.fromCoroutine(ledger.record(replace(UPLOAD, key="k5"), None)))
+        recorded = await defer.gatherResults(writes)
+        with self.assertRaises(AlreadyRecorded):
+            await duplicate
+        self.assertEqual(
+            sorted(u.id for u in await ledger.recent(10, None)),
+            sorted([first.id, *(r.id for r in recorded)]),
+        )
+        self.assertEqual(await ledger.pending(), 0)
+
     async def test_folderGrantRecordsEachKey(self) -> None:
         """
         One grant may record several keys (a folder grant), each once.
