@@ -60,8 +60,8 @@ def main() -> None:
     p50, p99 = at("grant osscallback")["p50"], at("grant osscallback")["p99"]
     cold = results["cold"]
     memory = results["memory"]
-    rss = [row[1] for row in memory[1:]]
-    fds = [row[2] for row in memory[1:]]
+    rss = [row[1] for row in memory]
+    fds = [row[2] for row in memory]
     checks = [
         ("grants vs the sample-like stand-in (best of each)", ratio(grant, best("grant sample stand-in")), "≥ 3x"),
         ("grants vs the tuned stand-in", ratio(grant, best("grant tuned stand-in")), "≥ 1.2x"),
@@ -74,8 +74,8 @@ def main() -> None:
          "≤ fetch + 50 ms"),
         ("cold burst: answers 200", f"{cold['ok']} of {cold['callbacks']}", "all"),
         ("grants p99 / p50 at 50 connections", f"{p99 / p50:.2f}", "≤ 3"),
-        ("RSS, first to last sample", f"{rss[0]} → {rss[-1]} kB ({(rss[-1] / rss[0] - 1) * 100:+.1f}%)", "flat within 10%"),
-        ("open files, first to last sample", f"{fds[0]} → {fds[-1]}", "flat"),
+        ("RSS, warm (both paths run once) to last sample", f"{rss[0]} → {rss[-1]} kB ({(rss[-1] / rss[0] - 1) * 100:+.1f}%)", "flat within 10%"),
+        ("open files, warm to last sample", f"{fds[0]} → {fds[-1]}", "flat"),
     ]
     lines += ["", "## Ratios and targets", "", "| measure | this run | target |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in checks]

@@ -11,6 +11,7 @@ second record, whatever the timing.
 
 import time
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,7 +77,7 @@ class Delivery:
 
 # Records written in one transaction at most (12 parameters each: well
 # within SQLite's 32766).
-_BATCH = 200
+_BATCH = 256
 # Tries of an interaction whose pooled connection turns out to be dead, and
 # how long into them another try is still worth it.
 _RECONNECTS = 6
@@ -168,6 +169,27 @@ def _migrations(dialect: _Dialect) -> list[list[str]]:
             "WHERE delivered_at IS NULL",
         ],
     ]
+
+
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    """
+    C{items} cut into runs whose lengths are powers of two, longest first.
+    """
+    chunks = []
+    while items:
+        size = 1 << (len(items).bit_length() - 1)
+        chunks.append(items[:size])
+        items = items[size:]
+    return chunks
+
+
+@lru_cache(maxsize=32)
+def _rows(columns: int, count: int) -> str:
+    """
+    The placeholders of a VALUES list of C{count} rows.
+    """
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * count)
 
 
 def _upload(row: tuple[Any, ...]) -> Upload:
@@ -328,26 +350,29 @@ class Ledger:
                 batch: list[tuple[Upload, float | None, "Deferred[int]"]]) -> list[int]:
         """
         Insert a batch of records and their outbox entries; their ids.
+
+        Each statement writes a power of two of rows, so that there are a
+        few statement shapes to prepare and keep, not one per batch size.
         """
-        uploads = [upload for upload, _, _ in batch]
-        values = [
-            value
-            for upload in uploads
-            for value in (
-                upload.grant_id, upload.key, upload.bucket, upload.size, upload.etag,
-                upload.content_type, upload.width, upload.height, upload.user,
-                upload.granted_at, upload.received_at, upload.request_id,
-            )
-        ]
-        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(uploads))
-        ids = self._dialect.insert_uploads(cursor, rows, values, uploads)
+        ids: list[int] = []
+        for chunk in _chunks(batch):
+            uploads = [upload for upload, _, _ in chunk]
+            values = [
+                value
+                for upload in uploads
+                for value in (
+                    upload.grant_id, upload.key, upload.bucket, upload.size, upload.etag,
+                    upload.content_type, upload.width, upload.height, upload.user,
+                    upload.granted_at, upload.received_at, upload.request_id,
+                )
+            ]
+            ids += self._dialect.insert_uploads(cursor, _rows(12, len(uploads)), values, uploads)
         queued = [(id, at) for id, (_, at, _) in zip(ids, batch) if at is not None]
-        if queued:
+        for chunk in _chunks(queued):
             self._execute(
                 cursor,
-                "INSERT INTO outbox (upload_id, next_attempt_at) VALUES "
-                + ", ".join(["(?, ?)"] * len(queued)),
-                *(value for entry in queued for value in entry),
+                f"INSERT INTO outbox (upload_id, next_attempt_at) VALUES {_rows(2, len(chunk))}",
+                *(value for entry in chunk for value in entry),
             )
         return ids
 
