@@ -8,7 +8,7 @@ import base64
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote_from_bytes
+from urllib.parse import parse_qsl, quote_from_bytes
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +18,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from osscallback.callback import string_to_sign
+from osscallback.callback import form_fields, string_to_sign
 from osscallback.credentials import Credentials
 from osscallback.emulator.errors import OSSError
 from osscallback.emulator.multipart import PostForm, SpooledFile
@@ -73,6 +73,29 @@ class StringToSignTests(SynchronousTestCase):
         independent model's.
         """
         self.assertEqual(string_to_sign(uri, body), model_string_to_sign(uri, body))
+
+
+# Form text as a UTF-8 body decodes: escapes, pluses, separators, non-ASCII.
+_FORM_TEXT = st.text(
+    alphabet=st.sampled_from("a=&%+2FC3A9\u00e9") | st.characters(exclude_categories=("Cs",)),
+    max_size=60,
+)
+
+
+class FormFieldsTests(SynchronousTestCase):
+    """
+    L{form_fields} reads forms as the standard library does.
+    """
+
+    @settings(max_examples=2000, deadline=None)
+    @given(_FORM_TEXT)
+    def test_matchesStandardLibrary(self, text: str) -> None:
+        """
+        For any text (malformed and partial escapes, repeated and empty
+        names, pairs without C{=}), the fields are those of
+        C{dict(parse_qsl(text, keep_blank_values=True))}.
+        """
+        self.assertEqual(form_fields(text), dict(parse_qsl(text, keep_blank_values=True)))
 
 
 # What policies, tokens and answers hold: text, whole numbers, lists and objects.
