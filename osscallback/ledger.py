@@ -9,6 +9,7 @@ object key): a replayed or doubly delivered callback can never make a
 second record, whatever the timing.
 """
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,11 +17,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from osscallback.errors import Refusal
+from osscallback.ledgerwriter import LedgerWriter, Row
 
 
 class AlreadyRecorded(Exception):
@@ -64,6 +66,17 @@ class Upload:
             self.grant_id, self.key, self.bucket, self.size, self.etag, self.content_type,
             self.width, self.height, self.user, self.granted_at, self.received_at,
             self.request_id, id,
+        )
+
+    def row(self, outbox_at: float | None) -> Row:
+        """
+        The upload's columns, in the ledger's order, and when its webhook
+        delivery is due.
+        """
+        return (
+            self.grant_id, self.key, self.bucket, self.size, self.etag, self.content_type,
+            self.width, self.height, self.user, self.granted_at, self.received_at,
+            self.request_id, outbox_at,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -113,17 +126,19 @@ class _Dialect:
     def sql(self, statement: str) -> str:
         return statement
 
-    def insert_uploads(self, cursor: Transaction, rows: str, values: list[Any],
-                       uploads: list["Upload"]) -> list[int]:
+    def insert_uploads(self, cursor: Any, rows: list[Row]) -> list[int]:
         """
-        Insert C{uploads} with one statement; their ids, in their order.
+        Insert the uploads of C{rows} with one statement; their ids, in
+        their order.
         """
         # One statement for the batch and no rows to fetch back.  The
         # transaction holds the write lock and the ids are AUTOINCREMENT, so
         # the rows get consecutive ids in their order.
-        cursor.execute(f"INSERT INTO uploads ({_COLUMNS}) VALUES {rows}", values)
+        cursor.execute(
+            f"INSERT INTO uploads ({_COLUMNS}) VALUES {_rows(12, len(rows))}", _values(rows)
+        )
         last = cursor.lastrowid
-        return list(range(last - len(uploads) + 1, last + 1))
+        return list(range(last - len(rows) + 1, last + 1))
 
 
 class _PostgreSQL(_Dialect):
@@ -134,17 +149,16 @@ class _PostgreSQL(_Dialect):
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
 
-    def insert_uploads(self, cursor: Transaction, rows: str, values: list[Any],
-                       uploads: list["Upload"]) -> list[int]:
+    def insert_uploads(self, cursor: Any, rows: list[Row]) -> list[int]:
         # Other processes take ids from the same sequence meanwhile: ask
         # which row got which, by its unique (grant, key).
         cursor.execute(
-            self.sql(f"INSERT INTO uploads ({_COLUMNS}) VALUES {rows} "
+            self.sql(f"INSERT INTO uploads ({_COLUMNS}) VALUES {_rows(12, len(rows))} "
                      "RETURNING id, grant_id, object_key"),
-            values,
+            _values(rows),
         )
         ids = {(grant_id, key): id for id, grant_id, key in cursor.fetchall()}
-        return [ids[upload.grant_id, upload.key] for upload in uploads]
+        return [ids[row[0], row[1]] for row in rows]
 
 
 def _migrations(dialect: _Dialect) -> list[list[str]]:
@@ -204,6 +218,34 @@ def _rows(columns: int, count: int) -> str:
     return ", ".join([row] * count)
 
 
+def _values(rows: list[Row]) -> list[Any]:
+    # The upload's twelve columns of each row, in one list.
+    return [value for row in rows for value in row[:12]]
+
+
+def insert_rows(cursor: Any, dialect: _Dialect, rows: list[Row]) -> list[int]:
+    """
+    Insert a batch of records and their outbox entries, in the caller's
+    transaction; their ids.
+
+    Each statement writes a power of two of rows, so that there are a
+    few statement shapes to prepare and keep, not one per batch size.
+
+    @param rows: each an upload's twelve columns and when its webhook is
+        due (L{None} for no webhook).
+    """
+    ids: list[int] = []
+    for chunk in _chunks(rows):
+        ids += dialect.insert_uploads(cursor, chunk)
+    queued = [(id, row[12]) for id, row in zip(ids, rows) if row[12] is not None]
+    for chunk in _chunks(queued):
+        cursor.execute(
+            dialect.sql(f"INSERT INTO outbox (upload_id, next_attempt_at) VALUES {_rows(2, len(chunk))}"),
+            [value for entry in chunk for value in entry],
+        )
+    return ids
+
+
 def _upload(row: tuple[Any, ...]) -> Upload:
     (id, grant_id, key, bucket, size, etag, content_type, width, height, user,
      granted_at, received_at, request_id) = row
@@ -215,10 +257,24 @@ def _upload(row: tuple[Any, ...]) -> Upload:
     )
 
 
+SQLITE = _Dialect()
+_SQLITE_OPTIONS = {"timeout": 3, "isolation_level": "DEFERRED"}
+
+
 def _sqlite_connected(connection: Any) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
+
+
+def connect_sqlite(path: str) -> sqlite3.Connection:
+    """
+    A connection to the SQLite ledger at C{path}, as the pool opens them:
+    write-ahead log, every commit flushed to disk.
+    """
+    connection = sqlite3.connect(path, **_SQLITE_OPTIONS)
+    _sqlite_connected(connection)
+    return connection
 
 
 log = Logger()
@@ -239,10 +295,12 @@ class Ledger:
     The upload records and the webhook outbox.
     """
 
-    def __init__(self, pool: ConnectionPool, dialect: _Dialect, clock: IReactorTime) -> None:
+    def __init__(self, pool: ConnectionPool, dialect: _Dialect, clock: IReactorTime,
+                 writer: LedgerWriter | None = None) -> None:
         self._pool = pool
         self._dialect = dialect
         self._clock = clock
+        self._writer = writer
         self._waiting: list[tuple[Upload, float | None, Deferred[int]]] = []
         self._writing = False
 
@@ -251,21 +309,24 @@ class Ledger:
         """
         A ledger for a C{sqlite:///path} or C{postgresql://} URL.  Nothing
         connects until it is used.
+
+        SQLite records are written by a child process (L{LedgerWriter}),
+        PostgreSQL's by the connection pool's threads.
         """
         if url.startswith("sqlite:///"):
-            dialect = _Dialect()
+            path = url[len("sqlite:///") :]
             pool = ConnectionPool(
-                dialect.module,
-                url[len("sqlite:///") :],
-                timeout=3,
+                SQLITE.module,
+                path,
                 check_same_thread=False,
-                isolation_level="DEFERRED",
                 cp_min=1,
                 cp_max=1,
                 cp_openfun=_sqlite_connected,
                 cp_reactor=reactor,
                 cp_noisy=False,
+                **_SQLITE_OPTIONS,
             )
+            return cls(pool, SQLITE, reactor, LedgerWriter(reactor, path))
         else:
             dialect = _PostgreSQL()
             pool = ConnectionPool(
@@ -290,8 +351,15 @@ class Ledger:
             return url
         return url.replace(f":{parts.password}@", ":***@", 1)
 
-    def close(self) -> None:
+    def close(self) -> "Deferred[None]":
+        """
+        Close the pool's connections and end the writer; fires when it has
+        ended.
+        """
         self._pool.close()
+        if self._writer is None:
+            return succeed(None)
+        return self._writer.close()
 
     async def _run(self, interaction: Any, *args: Any) -> Any:
         # A pooled connection the database dropped (a restart, a network
@@ -338,7 +406,11 @@ class Ledger:
             self._execute(cursor, "UPDATE osscallback_schema SET version = ?", len(steps))
             return len(steps)
 
-        return await self._run(migrate)
+        version = await self._run(migrate)
+        if self._writer is not None:
+            # Ready before the first record, not started by it.
+            self._writer.start()
+        return version
 
     async def record(self, upload: Upload, outbox_at: float | None) -> Upload:
         """
@@ -364,36 +436,6 @@ class Ledger:
         id = await written
         return upload.numbered(id)
 
-    def _insert(self, cursor: Transaction,
-                batch: list[tuple[Upload, float | None, "Deferred[int]"]]) -> list[int]:
-        """
-        Insert a batch of records and their outbox entries; their ids.
-
-        Each statement writes a power of two of rows, so that there are a
-        few statement shapes to prepare and keep, not one per batch size.
-        """
-        ids: list[int] = []
-        for chunk in _chunks(batch):
-            uploads = [upload for upload, _, _ in chunk]
-            values = [
-                value
-                for upload in uploads
-                for value in (
-                    upload.grant_id, upload.key, upload.bucket, upload.size, upload.etag,
-                    upload.content_type, upload.width, upload.height, upload.user,
-                    upload.granted_at, upload.received_at, upload.request_id,
-                )
-            ]
-            ids += self._dialect.insert_uploads(cursor, _rows(12, len(uploads)), values, uploads)
-        queued = [(id, at) for id, (_, at, _) in zip(ids, batch) if at is not None]
-        for chunk in _chunks(queued):
-            self._execute(
-                cursor,
-                f"INSERT INTO outbox (upload_id, next_attempt_at) VALUES {_rows(2, len(chunk))}",
-                *(value for entry in chunk for value in entry),
-            )
-        return ids
-
     def _write_next(self) -> None:
         batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
         self._writing = True
@@ -405,6 +447,11 @@ class Ledger:
         if self._waiting:
             self._write_next()
 
+    async def _insert(self, rows: list[Row]) -> list[int]:
+        if self._writer is not None:
+            return await self._writer.insert(rows)
+        return await self._run(insert_rows, self._dialect, rows)
+
     async def _write(self, batch: list[tuple[Upload, float | None, "Deferred[int]"]]) -> None:
         """
         Write a batch in one transaction; if one of them is a duplicate,
@@ -413,7 +460,7 @@ class Ledger:
         integrity = self._pool.dbapi.IntegrityError
 
         try:
-            ids = await self._run(self._insert, batch)
+            ids = await self._insert([upload.row(at) for upload, at, _ in batch])
         except integrity:
             if len(batch) > 1:
                 for one in batch:

@@ -330,9 +330,9 @@ class LedgerService(Service):
         attempt = Deferred.fromCoroutine(self._ledger.migrate())
         attempt.addErrback(failed)
 
-    def stopService(self) -> None:
+    def stopService(self) -> "Deferred[None]":
         super().stopService()
-        self._ledger.close()
+        return self._ledger.close()
 
 
 class OrderedServices(MultiService):

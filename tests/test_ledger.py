@@ -3,6 +3,7 @@ Tests for L{osscallback.ledger}, run against a real SQLite file and a real
 PostgreSQL server with the same schema.
 """
 
+import sqlite3
 from dataclasses import replace
 
 from twisted.internet import defer
@@ -172,6 +173,77 @@ class SQLiteLedgerTests(TestCase):
         with self.assertRaises(Refusal) as caught:
             await ledger.record(UPLOAD, None)
         self.assertEqual(caught.exception.status, 503)
+
+
+class SQLiteWriterTests(TestCase):
+    """
+    The SQLite ledger's writer process dying does not lose the ledger.
+    """
+
+    async def test_writerRestarts(self) -> None:
+        """
+        When the writer process is killed between records, the next record
+        starts a new one; the records written before are kept.
+        """
+        ledger = await open_ledger(self)
+        first = await ledger.record(UPLOAD, None)
+        writer = ledger._writer
+        assert writer is not None
+        ended = writer.close()
+        writer.transport.signalProcess("KILL")
+        await ended
+        second = await ledger.record(replace(UPLOAD, key="k2"), None)
+        self.assertGreater(second.id, first.id)
+        self.assertEqual(await ledger.recent(10, None), [second, first])
+
+    async def test_writerOutlastsStopSignals(self) -> None:
+        """
+        The stop signals a terminal or systemd send to the whole process
+        group do not end the writer: a record in flight is still written,
+        while the server drains.
+        """
+        from signal import SIGINT, SIGTERM
+
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        path = self.mktemp() + ".sqlite3"
+        ledger = await open_ledger(self, "sqlite:///" + path)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        self.addCleanup(blocker.close)
+        blocker.execute("BEGIN EXCLUSIVE")
+        recording = defer.Deferred.fromCoroutine(ledger.record(UPLOAD, None))
+        await deferLater(reactor, 0.2, lambda: None)
+        ledger._writer.transport.signalProcess(SIGTERM)
+        ledger._writer.transport.signalProcess(SIGINT)
+        await deferLater(reactor, 0.2, lambda: None)
+        blocker.execute("ROLLBACK")
+        recorded = await recording
+        self.assertEqual(await ledger.recent(10, None), [recorded])
+
+    async def test_writerDiesMidBatch(self) -> None:
+        """
+        A record the writer was writing when it died fails with a 503
+        refusal, not a hang; the ledger records again afterwards.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        path = self.mktemp() + ".sqlite3"
+        ledger = await open_ledger(self, "sqlite:///" + path)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        self.addCleanup(blocker.close)
+        blocker.execute("BEGIN EXCLUSIVE")  # the writer waits for the lock
+        recording = defer.Deferred.fromCoroutine(ledger.record(UPLOAD, None))
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertNoResult(recording)
+        ledger._writer.transport.signalProcess("KILL")
+        with self.assertRaises(Refusal) as caught:
+            await recording
+        self.assertEqual(caught.exception.status, 503)
+        blocker.execute("ROLLBACK")
+        recorded = await ledger.record(UPLOAD, None)
+        self.assertEqual(await ledger.recent(10, None), [recorded])
 
 
 class PostgreSQLLedgerTests(SQLiteLedgerTests):
