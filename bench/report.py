@@ -19,13 +19,17 @@ def ratio(a: float, b: float) -> str:
 def main() -> None:
     results = json.loads((HERE / "results.json").read_text())
     throughput = results["throughput"]
+    generator = {
+        "wrk": "wrk with one thread",
+        "python": "bench/loadgen.py (wrk was not installed; its figures are not comparable with wrk's)",
+    }[results.get("load_generator", "wrk")]
     lines = [
         "# Benchmark results",
         "",
         f"One run of `bench/run.py` on this machine, each series the best of {results.get('rounds', 1)} "
         "turns taken in rotation with the others: "
         f"{platform.processor() or platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
-        f"Python {platform.python_version()}. Loopback only; wrk with one thread and the server "
+        f"Python {platform.python_version()}. Loopback only; {generator} and the server "
         "share the two cores. osscallback runs as shipped (access log on, text logs), with a "
         "real-bucket configuration, `--no-confirm` (there is no OSS to ask here) and "
         "`--rate-limit 0` (one client makes all requests); callbacks are distinct, valid and "

@@ -6,7 +6,9 @@ bench/throughput.png.
 
     .venv/bin/python bench/run.py [--seconds 5] [--quick]
 
-Needs wrk (Debian's package) and matplotlib; see bench/README.md.
+Needs matplotlib, and wrk (Debian's package) for figures comparable with
+the committed ones; without wrk, bench/loadgen.py generates the load.  See
+bench/README.md.
 """
 
 import argparse
@@ -96,6 +98,30 @@ class Process:
         self.log.close()
 
 
+# wrk when it is installed, else bench/loadgen.py.
+LOAD_GENERATOR = "wrk" if shutil.which("wrk") else "python"
+
+
+def load(url: str, connections: int, seconds: float, script: list[str] | None = None) -> dict:
+    """
+    Send requests to C{url} over C{connections} connections for C{seconds}
+    and read the figures: with wrk (one thread), or with bench/loadgen.py
+    where wrk is absent.
+
+    @param script: bench/callbacks.lua, the callbacks file, and the first
+        and last line to send.
+    """
+    if LOAD_GENERATOR == "wrk":
+        return wrk(url, connections, seconds, script)
+    command = [PYTHON, str(HERE / "loadgen.py"), url, str(connections), str(seconds)]
+    if script:
+        command += script[1:]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    if run.returncode:
+        raise RuntimeError(f"loadgen failed on {url}: {run.stderr}")
+    return json.loads(run.stdout)
+
+
 def wrk(url: str, connections: int, seconds: float, script: list[str] | None = None) -> dict:
     """
     Run wrk (one thread) and read its figures.
@@ -154,7 +180,7 @@ class Bench:
         self.secret = secrets.token_hex(32).encode()
         (self.scratch / "token-secret").write_bytes(self.secret)
         (self.scratch / "token-secret").chmod(0o600)
-        self.results: dict = {"throughput": {}, "rounds": rounds}
+        self.results: dict = {"throughput": {}, "rounds": rounds, "load_generator": LOAD_GENERATOR}
 
     def keyserver(self, delay: float = 0.0) -> Process:
         port = free_port()
@@ -181,7 +207,7 @@ class Bench:
         One wrk run against C{server}; the best of the rounds is kept.
         """
         before = server.cpu_seconds()
-        row = wrk(url, connections, self.seconds, script)
+        row = load(url, connections, self.seconds, script)
         row["cpu_us"] = (server.cpu_seconds() - before) / max(1, row["requests"]) * 1e6
         print(f"  {name:30} c={connections:<4} {row['rps']:9.0f}/s p50 {row['p50']:.2f} ms "
               f"p99 {row['p99']:.2f} ms cpu {row['cpu_us']:.0f} µs/request "
@@ -315,8 +341,8 @@ class Bench:
         # (the ledger's connection and thread, the key cache, the HTTP
         # client) is in the first sample, and growth after it is what the
         # requests leave behind.
-        subprocess.run(["wrk", "-t1", "-c50", "-d2s", grant_url], capture_output=True)
-        wrk(callback_url, 50, 1, [str(HERE / "callbacks.lua"), str(lines), str(total + 1), str(total + warm)])
+        load(grant_url, 50, 2)
+        load(callback_url, 50, 1, [str(HERE / "callbacks.lua"), str(lines), str(total + 1), str(total + warm)])
         samples.append(("warm", *server.rss_and_fds()))
         for label, url, script in (("grants", grant_url, None),
                                    ("callbacks", callback_url, [str(HERE / "callbacks.lua"), str(lines)])):
@@ -324,7 +350,7 @@ class Bench:
             while done < total:
                 if script:
                     script = [*script[:2], str(done + 1), str(total)]
-                figures = wrk(url, 50, 3, script)
+                figures = load(url, 50, 3, script)
                 done += figures["requests"]
                 time.sleep(0.5)  # closed connections are gone
                 samples.append((f"{label} ~{min(done, total) // 1000}k", *server.rss_and_fds()))
@@ -339,13 +365,17 @@ class Bench:
 
 
 def main() -> None:
+    global LOAD_GENERATOR
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
     parser.add_argument("--rounds", type=int, default=2, help="turns each server takes per level")
+    parser.add_argument("--load-generator", choices=("wrk", "python"), default=LOAD_GENERATOR,
+                        help="wrk where installed, else bench/loadgen.py")
     options = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("bench/run.py needs wrk: apt-get install wrk")
+    LOAD_GENERATOR = options.load_generator
+    if LOAD_GENERATOR != "wrk":
+        print("wrk is not installed (apt-get install wrk): using bench/loadgen.py", flush=True)
     bench = Bench(options.seconds, options.quick, options.rounds)
     bench.throughput()
     bench.workers()
