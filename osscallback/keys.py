@@ -117,7 +117,7 @@ class PublicKeyFetcher:
                 "own key server is trusted unless --trust-key-url says otherwise.",
             )
         cached = self._cache.get(url, self._reactor.seconds())
-        self._metrics.count(self._metrics.key_cache, "miss" if cached is None else "hit")
+        self._metrics.key_cache.add("miss" if cached is None else "hit")
         if cached is None:
             return await self._join(url)
         if isinstance(cached, _Unavailable):
@@ -170,13 +170,13 @@ class PublicKeyFetcher:
                 "public key {url} unavailable: {reason}", url=url, reason=reason
             )
             self._cache.put(url, _Unavailable(), now + self._failure_ttl)
-            self._metrics.count(self._metrics.key_fetches, "failed")
+            self._metrics.key_fetches.add("failed")
             for waiter in waiters:
                 if not waiter.called:
                     waiter.errback(self._unavailable())
             return
         self.log.info("public key {url} fetched", url=url)
-        self._metrics.count(self._metrics.key_fetches, "ok")
+        self._metrics.key_fetches.add("ok")
         self._cache.put(url, result, now + self._ttl)
         for waiter in waiters:
             if not waiter.called:

@@ -223,9 +223,9 @@ class PolicyResource(APIResource):
                 user,
             )
         except Refusal as refusal:
-            self._metrics.count(self._metrics.grants, refusal.code)
+            self._metrics.grants.add(refusal.code)
             return refusal_body(request, refusal)
-        self._metrics.count(self._metrics.grants, "issued")
+        self._metrics.grants.add("issued")
         return json_body(request, 200, grant)
 
 
@@ -257,9 +257,7 @@ class CallbackResource(APIResource):
         return render_later(
             request,
             self._accept(segments[0], request, body),
-            lambda code: self._metrics.count(
-                self._metrics.callbacks, "recorded" if code == "ok" else code
-            ),
+            lambda code: self._metrics.callbacks.add("recorded" if code == "ok" else code),
         )
 
     async def _accept(
