@@ -66,7 +66,8 @@ class LedgerWriter(ProcessProtocol):
             self,
             sys.executable,
             [sys.executable, "-m", "osscallback.ledgerwriter", self._path],
-            env={**os.environ, "PYTHONPATH": path},
+            # Nothing else of the server's environment: it holds secrets.
+            env={"PYTHONPATH": path},
             childFDs={0: "w", 1: "r", 2: 2},
         )
 

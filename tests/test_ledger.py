@@ -221,6 +221,21 @@ class SQLiteWriterTests(TestCase):
         recorded = await recording
         self.assertEqual(await ledger.recent(10, None), [recorded])
 
+    async def test_writerGetsNoSecrets(self) -> None:
+        """
+        The writer process does not inherit the server's environment, where
+        credentials may be.
+        """
+        import os
+
+        os.environ["OSS_ACCESS_KEY_SECRET"] = "not-for-the-writer"
+        self.addCleanup(os.environ.pop, "OSS_ACCESS_KEY_SECRET")
+        ledger = await open_ledger(self)
+        await ledger.record(UPLOAD, None)
+        with open(f"/proc/{ledger._writer.transport.pid}/environ", "rb") as environ:
+            names = [entry.split(b"=")[0] for entry in environ.read().split(b"\0") if entry]
+        self.assertEqual(names, [b"PYTHONPATH"])
+
     async def test_writerDiesMidBatch(self) -> None:
         """
         A record the writer was writing when it died fails with a 503
