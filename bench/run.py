@@ -225,7 +225,7 @@ class Bench:
         keys = self.keyserver()
         key_url = f"http://127.0.0.1:{keys.port}/callback_pub_key.pem"
         lines = self.scratch / "callbacks.txt"
-        per_run = int(self.seconds * 6000)  # more than a run can send
+        per_run = int(self.seconds * 10000)  # more than a run can send: no replays
         # osscallback records each callback once: every run of it gets its own.
         callbacks_file(lines, per_run * len(CONCURRENCY) * self.rounds, self.secret, key_url)
         servers = []
