@@ -21,7 +21,7 @@ def main() -> None:
     throughput = results["throughput"]
     generator = {
         "wrk": "wrk with one thread",
-        "python": "bench/loadgen.py (wrk was not installed; its figures are not comparable with wrk's)",
+        "python": "bench/loadgen.py (the Python fallback; its figures are not comparable with wrk's)",
     }[results.get("load_generator", "wrk")]
     lines = [
         "# Benchmark results",
