@@ -2,27 +2,45 @@
 """
 The ledger: every accepted upload, recorded once and durably, and the
 outbox of webhook deliveries, in SQLite or PostgreSQL through
-L{twisted.enterprise.adbapi}.
+L{twisted.enterprise.adbapi}; SQLite's records are written by a child
+process (L{LedgerWriter}, L{osscallback.ledgerwriter}).  The statements
+that write records are in L{osscallback.ledgersql}.
 
 Recording is one transaction guarded by a unique constraint on (grant,
 object key): a replayed or doubly delivered callback can never make a
 second record, whatever the timing.
 """
 
+import os
 import sqlite3
+import sys
 import time
+from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+import osscallback
 from osscallback.errors import Refusal
-from osscallback.ledgerwriter import LedgerWriter, Row
+from osscallback.jsontext import compact_json, parse_json
+from osscallback.ledgersql import (
+    COLUMNS,
+    SQLITE,
+    SQLITE_OPTIONS,
+    Dialect,
+    PostgreSQL,
+    Row,
+    insert_rows,
+    migrations,
+    sqlite_connected,
+)
 
 
 class AlreadyRecorded(Exception):
@@ -108,144 +126,6 @@ _BATCH = 256
 _RECONNECTS = 6
 _RETRY_WINDOW = 1.0
 
-_COLUMNS = (
-    "grant_id, object_key, bucket, size, etag, content_type, width, height, "
-    "uploader, granted_at, received_at, request_id"
-)
-
-
-class _Dialect:
-    """
-    What differs between SQLite and PostgreSQL here.
-    """
-
-    module = "sqlite3"
-    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
-    real = "REAL"
-
-    def sql(self, statement: str) -> str:
-        return statement
-
-    def insert_uploads(self, cursor: Any, rows: list[Row]) -> list[int]:
-        """
-        Insert the uploads of C{rows} with one statement; their ids, in
-        their order.
-        """
-        # One statement for the batch and no rows to fetch back.  The
-        # transaction holds the write lock and the ids are AUTOINCREMENT, so
-        # the rows get consecutive ids in their order.
-        cursor.execute(
-            f"INSERT INTO uploads ({_COLUMNS}) VALUES {_rows(12, len(rows))}", _values(rows)
-        )
-        last = cursor.lastrowid
-        return list(range(last - len(rows) + 1, last + 1))
-
-
-class _PostgreSQL(_Dialect):
-    module = "psycopg"
-    serial = "BIGSERIAL PRIMARY KEY"
-    real = "DOUBLE PRECISION"
-
-    def sql(self, statement: str) -> str:
-        return statement.replace("?", "%s")
-
-    def insert_uploads(self, cursor: Any, rows: list[Row]) -> list[int]:
-        # Other processes take ids from the same sequence meanwhile: ask
-        # which row got which, by its unique (grant, key).
-        cursor.execute(
-            self.sql(f"INSERT INTO uploads ({_COLUMNS}) VALUES {_rows(12, len(rows))} "
-                     "RETURNING id, grant_id, object_key"),
-            _values(rows),
-        )
-        ids = {(grant_id, key): id for id, grant_id, key in cursor.fetchall()}
-        return [ids[row[0], row[1]] for row in rows]
-
-
-def _migrations(dialect: _Dialect) -> list[list[str]]:
-    """
-    The schema, as steps; step N brings the schema to version N + 1.
-    """
-    return [
-        [
-            f"""CREATE TABLE uploads (
-                id {dialect.serial},
-                grant_id TEXT NOT NULL,
-                object_key TEXT NOT NULL,
-                bucket TEXT NOT NULL,
-                size BIGINT NOT NULL,
-                etag TEXT NOT NULL,
-                content_type TEXT NOT NULL,
-                width INTEGER,
-                height INTEGER,
-                uploader TEXT,
-                granted_at {dialect.real} NOT NULL,
-                received_at {dialect.real} NOT NULL,
-                request_id TEXT NOT NULL,
-                UNIQUE (grant_id, object_key)
-            )""",
-            f"""CREATE TABLE outbox (
-                id {dialect.serial},
-                upload_id BIGINT NOT NULL REFERENCES uploads (id),
-                attempts INTEGER NOT NULL DEFAULT 0,
-                next_attempt_at {dialect.real} NOT NULL,
-                delivered_at {dialect.real},
-                last_error TEXT
-            )""",
-            "CREATE INDEX outbox_due ON outbox (next_attempt_at) "
-            "WHERE delivered_at IS NULL",
-        ],
-    ]
-
-
-def _chunks(items: list[Any]) -> list[list[Any]]:
-    """
-    C{items} cut into runs whose lengths are powers of two, longest first.
-    """
-    chunks = []
-    while items:
-        size = 1 << (len(items).bit_length() - 1)
-        chunks.append(items[:size])
-        items = items[size:]
-    return chunks
-
-
-@lru_cache(maxsize=32)
-def _rows(columns: int, count: int) -> str:
-    """
-    The placeholders of a VALUES list of C{count} rows.
-    """
-    row = "(" + ", ".join("?" * columns) + ")"
-    return ", ".join([row] * count)
-
-
-def _values(rows: list[Row]) -> list[Any]:
-    # The upload's twelve columns of each row, in one list.
-    return [value for row in rows for value in row[:12]]
-
-
-def insert_rows(cursor: Any, dialect: _Dialect, rows: list[Row]) -> list[int]:
-    """
-    Insert a batch of records and their outbox entries, in the caller's
-    transaction; their ids.
-
-    Each statement writes a power of two of rows, so that there are a
-    few statement shapes to prepare and keep, not one per batch size.
-
-    @param rows: each an upload's twelve columns and when its webhook is
-        due (L{None} for no webhook).
-    """
-    ids: list[int] = []
-    for chunk in _chunks(rows):
-        ids += dialect.insert_uploads(cursor, chunk)
-    queued = [(id, row[12]) for id, row in zip(ids, rows) if row[12] is not None]
-    for chunk in _chunks(queued):
-        cursor.execute(
-            dialect.sql(f"INSERT INTO outbox (upload_id, next_attempt_at) VALUES {_rows(2, len(chunk))}"),
-            [value for entry in chunk for value in entry],
-        )
-    return ids
-
-
 def _upload(row: tuple[Any, ...]) -> Upload:
     (id, grant_id, key, bucket, size, etag, content_type, width, height, user,
      granted_at, received_at, request_id) = row
@@ -255,26 +135,6 @@ def _upload(row: tuple[Any, ...]) -> Upload:
         granted_at=granted_at, received_at=received_at, request_id=request_id,
         id=id,
     )
-
-
-SQLITE = _Dialect()
-_SQLITE_OPTIONS = {"timeout": 3, "isolation_level": "DEFERRED"}
-
-
-def _sqlite_connected(connection: Any) -> None:
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA foreign_keys=ON")
-
-
-def connect_sqlite(path: str) -> sqlite3.Connection:
-    """
-    A connection to the SQLite ledger at C{path}, as the pool opens them:
-    write-ahead log, every commit flushed to disk.
-    """
-    connection = sqlite3.connect(path, **_SQLITE_OPTIONS)
-    _sqlite_connected(connection)
-    return connection
 
 
 log = Logger()
@@ -290,12 +150,108 @@ def _unavailable(reason: Exception) -> Refusal:
     )
 
 
+# One answer line of the writer holds the ids of a batch; a line without
+# its end beyond this is not an answer.
+_MAX_LINE = 1024 * 1024
+
+
+class LedgerWriter(ProcessProtocol):
+    """
+    The server's end of the SQLite ledger's writer process
+    (L{osscallback.ledgerwriter}): starts it, sends it batches, and fires
+    each batch's Deferred with its answer, in order.
+    """
+
+    def __init__(self, reactor: Any, path: str) -> None:
+        self._reactor = reactor
+        self._path = path
+        self._pending: deque[Deferred[list[int]]] = deque()
+        self._buffer = b""
+        self._ended: list[Deferred[None]] = []
+        self.running = False
+
+    def start(self) -> None:
+        """
+        Start the writer process unless it runs.
+        """
+        if self.running:
+            return
+        self.running = True
+        self._buffer = b""
+        # The child imports this very package, wherever it was loaded from.
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(osscallback.__file__)))
+        path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+        self._reactor.spawnProcess(
+            self,
+            sys.executable,
+            [sys.executable, "-m", "osscallback.ledgerwriter", self._path],
+            # Nothing else of the server's environment: it holds secrets.
+            env={"PYTHONPATH": path},
+            childFDs={0: "w", 1: "r", 2: 2},
+        )
+
+    def insert(self, rows: list[Row]) -> "Deferred[list[int]]":
+        """
+        Write C{rows} in one transaction.
+
+        @return: their ids, in their order.
+        @raise sqlite3.IntegrityError: (through the Deferred) when one of
+            them is recorded already; none of them is written then.
+        @raise sqlite3.OperationalError: when the database cannot be
+            written.
+        """
+        self.start()
+        written: Deferred[list[int]] = Deferred()
+        self._pending.append(written)
+        self.transport.write(compact_json(rows) + b"\n")
+        return written
+
+    def outReceived(self, data: bytes) -> None:
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
+            self._answer(parse_json(line))
+        if len(self._buffer) > _MAX_LINE:
+            self.transport.signalProcess("KILL")
+
+    def _answer(self, answer: dict[str, Any]) -> None:
+        written = self._pending.popleft()
+        if "ids" in answer:
+            written.callback(answer["ids"])
+        elif answer.get("error") == "duplicate":
+            written.errback(sqlite3.IntegrityError("a record of the batch exists"))
+        else:
+            written.errback(sqlite3.OperationalError(answer.get("reason", "unknown")))
+
+    def processEnded(self, reason: Failure) -> None:
+        # Taken out first: a failed batch's caller may send the next one,
+        # to a new writer, while these fail.
+        self.running = False
+        pending, self._pending = self._pending, deque()
+        ended, self._ended = self._ended, []
+        why = sqlite3.OperationalError(f"the ledger writer ended: {reason.getErrorMessage()}")
+        for written in pending:
+            written.errback(why)
+        for closed in ended:
+            closed.callback(None)
+
+    def close(self) -> "Deferred[None]":
+        """
+        Let the writer finish what it was sent and end.
+        """
+        if not self.running:
+            return succeed(None)
+        ended: Deferred[None] = Deferred()
+        self._ended.append(ended)
+        self.transport.closeStdin()
+        return ended
+
+
 class Ledger:
     """
     The upload records and the webhook outbox.
     """
 
-    def __init__(self, pool: ConnectionPool, dialect: _Dialect, clock: IReactorTime,
+    def __init__(self, pool: ConnectionPool, dialect: Dialect, clock: IReactorTime,
                  writer: LedgerWriter | None = None) -> None:
         self._pool = pool
         self._dialect = dialect
@@ -321,14 +277,14 @@ class Ledger:
                 check_same_thread=False,
                 cp_min=1,
                 cp_max=1,
-                cp_openfun=_sqlite_connected,
+                cp_openfun=sqlite_connected,
                 cp_reactor=reactor,
                 cp_noisy=False,
-                **_SQLITE_OPTIONS,
+                **SQLITE_OPTIONS,
             )
             return cls(pool, SQLITE, reactor, LedgerWriter(reactor, path))
         else:
-            dialect = _PostgreSQL()
+            dialect = PostgreSQL()
             pool = ConnectionPool(
                 dialect.module,
                 url.replace("postgres://", "postgresql://", 1),
@@ -385,10 +341,10 @@ class Ledger:
 
         @return: the schema version.
         """
-        steps = _migrations(self._dialect)
+        steps = migrations(self._dialect)
 
         def migrate(cursor: Transaction) -> int:
-            if isinstance(self._dialect, _PostgreSQL):
+            if isinstance(self._dialect, PostgreSQL):
                 # One migrating process at a time.
                 self._execute(cursor, "SELECT pg_advisory_xact_lock(?)", 0x0055CA11)
             self._execute(
@@ -497,7 +453,7 @@ class Ledger:
         def find(cursor: Transaction) -> Upload | None:
             self._execute(
                 cursor,
-                f"SELECT id, {_COLUMNS} FROM uploads WHERE grant_id = ? AND object_key = ?",
+                f"SELECT id, {COLUMNS} FROM uploads WHERE grant_id = ? AND object_key = ?",
                 grant_id, key,
             )
             row = cursor.fetchone()
@@ -515,7 +471,7 @@ class Ledger:
             arguments = () if before is None else (before,)
             self._execute(
                 cursor,
-                f"SELECT id, {_COLUMNS} FROM uploads {where}ORDER BY id DESC LIMIT ?",
+                f"SELECT id, {COLUMNS} FROM uploads {where}ORDER BY id DESC LIMIT ?",
                 *arguments, limit,
             )
             return [_upload(row) for row in cursor.fetchall()]
@@ -533,7 +489,7 @@ class Ledger:
             self._execute(
                 cursor,
                 "SELECT outbox.id, outbox.attempts, outbox.next_attempt_at, "
-                + ", ".join(f"uploads.{c.strip()}" for c in ("id", *_COLUMNS.split(",")))
+                + ", ".join(f"uploads.{c.strip()}" for c in ("id", *COLUMNS.split(",")))
                 + " FROM outbox JOIN uploads ON uploads.id = outbox.upload_id"
                 " WHERE outbox.delivered_at IS NULL AND outbox.next_attempt_at <= ?"
                 " ORDER BY outbox.next_attempt_at, outbox.id LIMIT ?",

@@ -236,6 +236,27 @@ class SQLiteWriterTests(TestCase):
             names = [entry.split(b"=")[0] for entry in environ.read().split(b"\0") if entry]
         self.assertEqual(names, [b"PYTHONPATH"])
 
+    def test_writerImportsNoTwisted(self) -> None:
+        """
+        The writer process's module loads neither Twisted nor the server's
+        request handling, so that each writer stays small.
+        """
+        import os
+        import subprocess
+        import sys
+
+        import osscallback
+
+        # The package under test, wherever it was loaded from.
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(osscallback.__file__)))
+        loaded = subprocess.run(
+            [sys.executable, "-c",
+             "import sys, osscallback.ledgerwriter; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'treq', 'prometheus_client'}))"],
+            capture_output=True, text=True, check=True, env={"PYTHONPATH": package_parent},
+        ).stdout.strip()
+        self.assertEqual(loaded, "[]")
+
     async def test_writerDiesMidBatch(self) -> None:
         """
         A record the writer was writing when it died fails with a 503
