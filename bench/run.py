@@ -375,7 +375,8 @@ def main() -> None:
     options = parser.parse_args()
     LOAD_GENERATOR = options.load_generator
     if LOAD_GENERATOR != "wrk":
-        print("wrk is not installed (apt-get install wrk): using bench/loadgen.py", flush=True)
+        print("load from bench/loadgen.py; its figures are not comparable with wrk's"
+              + ("" if shutil.which("wrk") else " (apt-get install wrk)"), flush=True)
     bench = Bench(options.seconds, options.quick, options.rounds)
     bench.throughput()
     bench.workers()
